@@ -1,0 +1,64 @@
+# Everything set-up needs is here: a clean clone runs `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYBABEL := $(VENV)/bin/pybabel
+LANGS := ka az hy ru en
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint format migrate translations extract update-translations chat clean benchmark
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## Compile the translators' .po files into .mo (build outputs, not committed).
+translations: $(STAMP)
+	$(PYBABEL) compile --statistics -d locales -D messages
+
+## Pull every marked string from the code into locales/messages.pot.
+extract: $(STAMP)
+	$(PYBABEL) extract -F babel.cfg -k _ -k ngettext:1,2 --no-location --sort-output \
+		--project=Khma --copyright-holder="Khma contributors" -o locales/messages.pot .
+
+## Merge the template into each language's catalog (new strings arrive untranslated).
+update-translations: extract
+	$(PYBABEL) update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching \
+		--ignore-obsolete
+
+migrate: $(STAMP)
+	$(PY) -m bot migrate
+
+## Set up, migrate and start: Telegram when TELEGRAM_TOKEN is set, else a terminal chat.
+run: translations migrate
+	$(PY) -m bot start
+
+chat: translations migrate
+	$(PY) -m bot chat
+
+## Install what tests need, then run the suite on SQLite and PostgreSQL.
+test: $(TEST_STAMP) translations
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(TEST_STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find locales -name '*.mo' -delete

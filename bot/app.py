@@ -1,0 +1,98 @@
+"""Assembles Khma: database, content, engine, channels, dispatcher, web server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from bot.channels.base import Channel
+from bot.channels.telegram import TelegramChannel
+from bot.config import Settings
+from bot.dispatch import Dispatcher, DispatchPolicy
+from bot.engine import Engine
+from bot.web import Readiness, build_web_app
+from flows.content import load_content
+from storage.db import Database
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Khma:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        policy: DispatchPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.content = load_content(settings.active_municipalities)
+        self.engine = Engine(self.db, settings, self.content, clock=clock)
+        self.telegram = (
+            TelegramChannel(settings, self.engine.accept) if settings.telegram_token else None
+        )
+        channels: dict[str, Channel] = {}
+        if self.telegram:
+            channels[self.telegram.name] = self.telegram
+        self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
+        self.engine.notify = self.dispatcher.wake
+        self.readiness = Readiness()
+        self.stop_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (PORT=0 picks a free one, as tests do)."""
+        assert self._runner is not None
+        for site in self._runner.sites:
+            server = site._server
+            if server is not None and server.sockets:
+                return server.sockets[0].getsockname()[1]
+        return self.settings.port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_web_app(self.readiness, self.telegram))
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        if self.telegram:
+            await self.telegram.start()
+            if not self.settings.telegram_webhook_url:
+                self._spawn(self.telegram.poll(self.stop_event), "telegram polling")
+        self._spawn(self.engine.run(self.stop_event), "engine")
+        self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
+        self.readiness.ready = True
+        log.info("Khma is serving on %s:%s", self.settings.host, self.port)
+
+    def _spawn(self, work, name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def stop(self) -> None:
+        self.readiness.ready = False
+        self.stop_event.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.telegram:
+            await self.telegram.stop()
+        if self._runner:
+            await self._runner.cleanup()
+        await self.db.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,295 @@
+"""Telegram: python-telegram-bot's Application for the Bot API, our store for durability.
+
+Updates are stored in the inbox before Telegram is told they arrived: in
+polling mode the `getUpdates` offset moves past an update only after it is
+stored, and in webhook mode we answer 200 only after storing (5xx otherwise,
+so Telegram retries). python-telegram-bot's own Updater confirms an update as
+soon as it is fetched and keeps it in memory, so we poll with its Bot instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder
+
+from bot.channels.base import Rejected, RetryLater, Transient, Unreachable
+from bot.config import Settings
+from bot.messages import Inbound, Kind, Reply
+
+log = logging.getLogger(__name__)
+
+NAME = "telegram"
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+CALLBACK_DATA_BYTES = 64
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+Accept = Callable[[Inbound], Awaitable[bool]]
+
+
+def _name(user: object) -> str | None:
+    first = getattr(user, "first_name", None) or ""
+    last = getattr(user, "last_name", None) or ""
+    return (f"{first} {last}".strip() or None) if user else None
+
+
+def parse_update(update: Update) -> Inbound | None:
+    """One Telegram update as an `Inbound`, or None for what residents did not send."""
+    external_id = str(update.update_id)
+    if update.callback_query is not None:
+        query = update.callback_query
+        message = query.message
+        if message is None or message.chat.type != "private":
+            return None
+        return Inbound(
+            channel=NAME,
+            address=str(message.chat.id),
+            external_id=external_id,
+            kind=Kind.BUTTON,
+            payload=query.data,
+            display_name=_name(query.from_user),
+            platform_language=query.from_user.language_code,
+            origin_message_id=str(message.message_id),
+            origin_text=getattr(message, "text", None),
+        )
+    message = update.message
+    if message is None or message.chat.type != "private":
+        return None
+    user = message.from_user
+    common = {
+        "channel": NAME,
+        "address": str(message.chat.id),
+        "external_id": external_id,
+        "display_name": _name(user),
+        "platform_language": user.language_code if user else None,
+    }
+    if message.text is not None:
+        return Inbound(kind=Kind.TEXT, text=message.text, **common)
+    caption = message.caption
+    if message.photo:
+        return Inbound(kind=Kind.PHOTO, media_id=message.photo[-1].file_id, text=caption, **common)
+    if message.voice or message.audio:
+        media = message.voice or message.audio
+        return Inbound(kind=Kind.VOICE, media_id=media.file_id, text=caption, **common)
+    if message.video or message.video_note:
+        media = message.video or message.video_note
+        return Inbound(kind=Kind.VIDEO, media_id=media.file_id, text=caption, **common)
+    if message.sticker:
+        return Inbound(kind=Kind.STICKER, **common)
+    if message.location:
+        loc = message.location
+        return Inbound(kind=Kind.LOCATION, latitude=loc.latitude, longitude=loc.longitude, **common)
+    if message.contact:
+        return Inbound(kind=Kind.CONTACT, **common)
+    if message.document:
+        return Inbound(
+            kind=Kind.DOCUMENT, media_id=message.document.file_id, text=caption, **common
+        )
+    return Inbound(kind=Kind.OTHER, **common)
+
+
+def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    rows = []
+    for row in reply.buttons:
+        for button in row:
+            if len(button.id.encode()) > CALLBACK_DATA_BYTES or not button.id.isascii():
+                raise ValueError(f"button id {button.id!r} is not short ASCII")
+        rows.append([InlineKeyboardButton(b.label, callback_data=b.id) for b in row])
+    return InlineKeyboardMarkup(rows)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split at paragraph or line breaks where possible, so no piece exceeds the limit."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = max(
+            text.rfind("\n\n", 0, limit), text.rfind("\n", 0, limit), text.rfind(" ", 0, limit)
+        )
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    pieces.append(text)
+    return pieces
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    body: str = ""
+
+
+class TelegramChannel:
+    """Sends through the Application's Bot; receives by polling or by webhook."""
+
+    name = NAME
+
+    def __init__(self, settings: Settings, accept: Accept) -> None:
+        if not settings.telegram_token:
+            raise ValueError("TELEGRAM_TOKEN is not set")
+        self.settings = settings
+        self.accept = accept
+        self.application: Application = (
+            ApplicationBuilder()
+            .token(settings.telegram_token)
+            .base_url(settings.telegram_base_url)
+            .base_file_url(settings.telegram_base_file_url)
+            .updater(None)
+            .build()
+        )
+        self.offset: int | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def bot(self):
+        return self.application.bot
+
+    async def start(self) -> None:
+        await self.application.initialize()
+        await self.application.start()
+        if self.settings.telegram_webhook_url:
+            await self.bot.set_webhook(
+                url=self.settings.telegram_webhook_url,
+                secret_token=self.settings.telegram_webhook_secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+            log.info("telegram webhook set")
+        else:
+            await self.bot.delete_webhook()
+        log.info("telegram bot @%s ready", self.bot.username)
+
+    async def stop(self) -> None:
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+    # --- receiving -----------------------------------------------------------------
+
+    async def store(self, update: Update) -> None:
+        """Store one update durably (raises if that failed) and acknowledge a tap."""
+        inbound = parse_update(update)
+        if inbound is None:
+            return
+        await self.accept(inbound)
+        if update.callback_query is not None:
+            task = asyncio.create_task(self._answer_callback(update.callback_query.id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _answer_callback(self, query_id: str) -> None:
+        """Stop the client's spinner; a failure here loses nothing."""
+        try:
+            await self.bot.answer_callback_query(query_id)
+        except TelegramError as error:
+            log.debug("answerCallbackQuery failed: %s", error)
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        """Long polling where the offset moves past an update only once it is stored."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self.offset,
+                    timeout=self.settings.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+                for update in updates:
+                    await self.store(update)
+                    self.offset = update.update_id + 1
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning(
+                    "telegram polling: %s; retrying in %.0f s", type(error).__name__, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
+        """A webhook request: check the secret, store the update, then answer."""
+        expected = self.settings.telegram_webhook_secret
+        if expected:
+            given = headers.get(SECRET_HEADER, "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                log.warning("telegram webhook call with a wrong secret token refused")
+                return WebhookAnswer(403, "forbidden")
+        try:
+            data = json.loads(body)
+            update = Update.de_json(data, self.bot)
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("malformed telegram webhook body: %s", type(error).__name__)
+            return WebhookAnswer(400, "malformed update")
+        if update is None:
+            return WebhookAnswer(400, "malformed update")
+        try:
+            await self.store(update)
+        except Exception:
+            log.exception("could not store a telegram update; telegram will retry")
+            return WebhookAnswer(503, "try again")
+        return WebhookAnswer(200, "ok")
+
+    # --- sending --------------------------------------------------------------------
+
+    async def send(self, address: str, reply: Reply) -> str | None:
+        try:
+            return await self._send(int(address), reply)
+        except RetryAfter as error:
+            after = error.retry_after
+            raise RetryLater(
+                after.total_seconds() if isinstance(after, timedelta) else float(after)
+            ) from error
+        except Forbidden as error:
+            raise Unreachable(str(error)) from error
+        except BadRequest as error:
+            text = str(error).lower()
+            if "message is not modified" in text:
+                return reply.edit_message_id
+            if "chat not found" in text or "user is deactivated" in text:
+                raise Unreachable(str(error)) from error
+            raise Rejected(str(error)) from error
+        except NetworkError as error:
+            raise Transient(str(error)) from error
+
+    async def _send(self, chat_id: int, reply: Reply) -> str | None:
+        markup = _keyboard(reply)
+        if reply.edit_message_id:
+            result = await self.bot.edit_message_text(
+                chat_id=chat_id,
+                message_id=int(reply.edit_message_id),
+                text=reply.text[:TEXT_LIMIT],
+                reply_markup=markup,
+            )
+            return reply.edit_message_id if result is True else str(result.message_id)
+        text = reply.text
+        if reply.photo_id:
+            caption = text if len(text) <= CAPTION_LIMIT else None
+            sent = await self.bot.send_photo(
+                chat_id=chat_id,
+                photo=reply.photo_id,
+                caption=caption,
+                reply_markup=markup if caption is not None else None,
+            )
+            if caption is not None:
+                return str(sent.message_id)
+        pieces = split_text(text, TEXT_LIMIT)
+        message_id = None
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            sent = await self.bot.send_message(
+                chat_id=chat_id, text=piece, reply_markup=markup if last else None
+            )
+            message_id = str(sent.message_id)
+        return message_id

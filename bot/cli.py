@@ -1,0 +1,106 @@
+"""`python -m bot …`: run, chat, migrate, export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from datetime import date
+from pathlib import Path
+
+from bot.config import Settings
+
+QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler", "aiohttp.access", "alembic")
+
+
+def configure_logging(level: str) -> None:
+    """httpx logs request URLs at INFO, and a Bot API URL holds the token: keep it quiet."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+async def _run(settings: Settings) -> None:
+    from bot.app import Khma
+
+    khma = Khma(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, khma.stop_event.set)
+    await khma.serve_forever()
+
+
+async def _migrate(settings: Settings) -> None:
+    from storage.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> None:
+    from bot.export import ExportFilter, write_export
+    from flows.content import load_content
+    from storage.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        flt = ExportFilter(
+            since=args.since, until=args.until, municipality=args.municipality, kind=args.kind
+        )
+        count = await write_export(
+            db, flt, load_content(), args.format, Path(args.out), tz_name=settings.tz_name
+        )
+    finally:
+        await db.close()
+    print(f"{count} rows written to {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="serve every platform whose token is set")
+    sub.add_parser("start", help="`run` when a platform token is set, otherwise `chat`")
+    chat = sub.add_parser("chat", help="talk to the bot in this terminal")
+    chat.add_argument("--language", help="a platform language hint such as ka, az, hy or ru")
+    chat.add_argument("--as", dest="address", default="local", help="which resident you are")
+    chat.add_argument("--name", default="Newcomer", help="the name your 'app' would show")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    export = sub.add_parser("export", help="write reports and questions for coordinators")
+    export.add_argument("--format", choices=("csv", "xlsx", "jsonl"), required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD, Tbilisi time")
+    export.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD, inclusive")
+    export.add_argument("--municipality", help="a municipality code such as marneuli")
+    export.add_argument("--kind", choices=("need", "dcfta"))
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    command = args.command
+    if command == "start":
+        command = "run" if settings.telegram_token or settings.viber_token else "chat"
+    if command == "run":
+        asyncio.run(_run(settings))
+    elif command == "chat":
+        from bot.chat import chat
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                chat(settings, address=args.address, name=args.name, language=args.language)
+            )
+    elif command == "migrate":
+        asyncio.run(_migrate(settings))
+    elif command == "export":
+        asyncio.run(_export(settings, args))

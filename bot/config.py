@@ -1,0 +1,108 @@
+"""Settings read from the environment once, at start.
+
+Everything secret (tokens, webhook secrets) comes from the environment only, so
+nothing sensitive is ever committed or passed on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+DEFAULT_VIBER_API_URL = "https://chatapi.viber.com/pa"
+LANGUAGES = ("ka", "az", "hy", "ru")
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; raised at start, never mid-conversation."""
+
+
+def _load_dotenv(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines so newcomers can keep settings in `.env` (never committed)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///data/khma.db"
+    telegram_token: str | None = None
+    telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: str | None = None
+    viber_token: str | None = None
+    viber_api_url: str = DEFAULT_VIBER_API_URL
+    viber_webhook_url: str | None = None
+    viber_bot_name: str = "Khma"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tz_name: str = "Asia/Tbilisi"
+    active_municipalities: tuple[str, ...] = field(default_factory=tuple)
+    max_text_length: int = 2000
+    poll_timeout: int = 25
+    log_level: str = "INFO"
+
+    @property
+    def telegram_base_url(self) -> str:
+        """python-telegram-bot wants the `/bot` prefix it appends the token to."""
+        return self.telegram_api_url.rstrip("/") + "/bot"
+
+    @property
+    def telegram_base_file_url(self) -> str:
+        return self.telegram_api_url.rstrip("/") + "/file/bot"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+        merged: dict[str, str] = _load_dotenv(dotenv or Path(".env")) if env is None else {}
+        merged.update(os.environ if env is None else env)
+
+        def get(name: str) -> str | None:
+            value = merged.get(name, "").strip()
+            return value or None
+
+        port_text = get("PORT") or "8080"
+        if not port_text.isdigit():
+            raise ConfigError(f"PORT must be a number, got {port_text!r}")
+        secret = get("TELEGRAM_WEBHOOK_SECRET")
+        if secret and not all(c.isalnum() or c in "_-" for c in secret):
+            raise ConfigError("TELEGRAM_WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and -")
+        active = tuple(
+            code.strip() for code in (get("ACTIVE_MUNICIPALITIES") or "").split(",") if code.strip()
+        )
+        return cls(
+            database_url=get("DATABASE_URL") or cls.database_url,
+            telegram_token=get("TELEGRAM_TOKEN"),
+            telegram_api_url=get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL,
+            telegram_webhook_url=get("TELEGRAM_WEBHOOK_URL"),
+            telegram_webhook_secret=secret,
+            viber_token=get("VIBER_TOKEN"),
+            viber_api_url=get("VIBER_API_URL") or DEFAULT_VIBER_API_URL,
+            viber_webhook_url=get("VIBER_WEBHOOK_URL"),
+            viber_bot_name=get("VIBER_BOT_NAME") or "Khma",
+            host=get("HOST") or "127.0.0.1",
+            port=int(port_text),
+            tz_name=get("TZ_NAME") or "Asia/Tbilisi",
+            active_municipalities=active,
+            max_text_length=int(get("MAX_TEXT_LENGTH") or 2000),
+            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def __repr__(self) -> str:
+        """Never print tokens, even when settings end up in a traceback or a log."""
+        hidden = {"telegram_token", "telegram_webhook_secret", "viber_token"}
+        parts = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            parts.append(f"{name}={'***' if name in hidden and value else value!r}")
+        return f"Settings({', '.join(parts)})"

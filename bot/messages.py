@@ -1,0 +1,91 @@
+"""The two shapes every channel speaks: what a resident sent, what we answer.
+
+Adapters turn platform events into `Inbound` and render `Reply`; the engine and
+the flows see nothing else, which is what keeps them channel-free. Both shapes
+round-trip through JSON because both are stored (inbox and outbox) before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    TEXT = "text"
+    BUTTON = "button"
+    PHOTO = "photo"
+    VOICE = "voice"
+    VIDEO = "video"
+    DOCUMENT = "document"
+    STICKER = "sticker"
+    LOCATION = "location"
+    CONTACT = "contact"
+    START = "start"
+    OTHER = "other"
+
+
+MEDIA_KINDS = frozenset({Kind.PHOTO, Kind.VOICE, Kind.VIDEO, Kind.DOCUMENT})
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One thing a resident did, whichever app they did it in."""
+
+    channel: str
+    address: str
+    external_id: str
+    kind: Kind
+    text: str | None = None
+    payload: str | None = None
+    media_id: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    display_name: str | None = None
+    platform_language: str | None = None
+    origin_message_id: str | None = None
+    origin_text: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Inbound:
+        return cls(**{**data, "kind": Kind(data["kind"])})
+
+
+@dataclass(frozen=True)
+class Button:
+    """A choice's stable ASCII id (what comes back) and its translated label (what shows)."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)
+    photo_id: str | None = None
+    edit_message_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": self.text}
+        if self.buttons:
+            data["buttons"] = [[[b.id, b.label] for b in row] for row in self.buttons]
+        if self.photo_id:
+            data["photo_id"] = self.photo_id
+        if self.edit_message_id:
+            data["edit_message_id"] = self.edit_message_id
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reply:
+        rows = tuple(tuple(Button(i, label) for i, label in row) for row in data.get("buttons", []))
+        return cls(
+            text=data["text"],
+            buttons=rows,
+            photo_id=data.get("photo_id"),
+            edit_message_id=data.get("edit_message_id"),
+        )

@@ -1,0 +1,1 @@
+"""Khma's storage: typed SQLAlchemy 2 models, the session factory, queries, migrations."""
