@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from storage.db import Database
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
+GRACE_SECONDS = 10.0
 
 
 class Khma:
@@ -33,7 +34,8 @@ class Khma:
         policy: DispatchPolicy | None = None,
     ) -> None:
         self.settings = settings
-        self.db = db or Database(settings.database_url)
+        self._owns_db = db is None
+        self.db = db or Database(settings.database_url, schema=settings.database_schema)
         self.content = load_content(settings.active_municipalities)
         self.engine = Engine(self.db, settings, self.content, clock=clock)
         self.telegram = (
@@ -42,6 +44,7 @@ class Khma:
         channels: dict[str, Channel] = {}
         if self.telegram:
             channels[self.telegram.name] = self.telegram
+        policy = policy or DispatchPolicy(lease=timedelta(seconds=settings.dispatch_lease))
         self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
         self.engine.notify = self.dispatcher.wake
         self.readiness = Readiness()
@@ -78,9 +81,12 @@ class Khma:
     async def stop(self) -> None:
         self.readiness.ready = False
         self.stop_event.set()
+        # Let each loop finish the transaction it is in: cancelling one half-way would
+        # leave a database connection that the interpreter then waits for at exit.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=GRACE_SECONDS)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
@@ -88,7 +94,8 @@ class Khma:
             await self.telegram.stop()
         if self._runner:
             await self._runner.cleanup()
-        await self.db.close()
+        if self._owns_db:
+            await self.db.close()
 
     async def serve_forever(self) -> None:
         await self.start()

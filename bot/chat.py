@@ -90,7 +90,7 @@ async def chat(
     name: str = "Newcomer",
     language: str | None = None,
 ) -> None:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, schema=settings.database_schema)
     await db.migrate()
     engine = Engine(db, settings, load_content(settings.active_municipalities))
     dispatcher = Dispatcher(db, {NAME: TerminalChannel(stdout)})

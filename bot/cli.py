@@ -39,7 +39,7 @@ async def _run(settings: Settings) -> None:
 async def _migrate(settings: Settings) -> None:
     from storage.db import Database
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, schema=settings.database_schema)
     try:
         await db.migrate()
     finally:
@@ -51,7 +51,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> None:
     from flows.content import load_content
     from storage.db import Database
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, schema=settings.database_schema)
     try:
         flt = ExportFilter(
             since=args.since, until=args.until, municipality=args.municipality, kind=args.kind

@@ -37,6 +37,7 @@ def _load_dotenv(path: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite+aiosqlite:///data/khma.db"
+    database_schema: str | None = None
     telegram_token: str | None = None
     telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
     telegram_webhook_url: str | None = None
@@ -51,6 +52,7 @@ class Settings:
     active_municipalities: tuple[str, ...] = field(default_factory=tuple)
     max_text_length: int = 2000
     poll_timeout: int = 25
+    dispatch_lease: float = 60.0
     log_level: str = "INFO"
 
     @property
@@ -82,6 +84,7 @@ class Settings:
         )
         return cls(
             database_url=get("DATABASE_URL") or cls.database_url,
+            database_schema=get("DATABASE_SCHEMA"),
             telegram_token=get("TELEGRAM_TOKEN"),
             telegram_api_url=get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL,
             telegram_webhook_url=get("TELEGRAM_WEBHOOK_URL"),
@@ -95,6 +98,8 @@ class Settings:
             tz_name=get("TZ_NAME") or "Asia/Tbilisi",
             active_municipalities=active,
             max_text_length=int(get("MAX_TEXT_LENGTH") or 2000),
+            poll_timeout=int(get("TELEGRAM_POLL_TIMEOUT") or 25),
+            dispatch_lease=float(get("DISPATCH_LEASE_SECONDS") or 60),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )
 

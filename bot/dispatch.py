@@ -10,7 +10,6 @@ address is still unsent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy.orm import aliased
 
 from bot.channels.base import Channel, Rejected, RetryLater, Unreachable
 from bot.messages import Reply
+from bot.waiting import rest
 from storage import queries
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
@@ -75,8 +75,7 @@ class Dispatcher:
             if sent:
                 continue
             self.ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), timeout=self.policy.idle_wait)
+            await rest(stop, self.ready, timeout=self.policy.idle_wait)
 
     async def dispatch_once(self) -> int:
         claimed = await self._claim()

@@ -10,8 +10,8 @@ leaves either all of it or none of it, and the event is still in the inbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from bot.config import LANGUAGES, Settings
 from bot.conversation import Conversation, State
 from bot.i18n import Translator, _
 from bot.messages import Inbound, Reply
+from bot.waiting import rest
 from flows import REGISTRY
 from flows.content import Content
 from flows.core import (
@@ -101,8 +102,7 @@ class Engine:
             except Exception:
                 log.exception("processing inbound events failed; retrying shortly")
             self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+            await rest(stop, self.wakeup, timeout=1.0)
 
     async def process_pending(self) -> int:
         count = 0
@@ -251,7 +251,7 @@ class Engine:
     ) -> str:
         resident = identity.resident
         report = Report(
-            reference=f"pending-{identity.id}-{ctx.now.timestamp()}",
+            reference=f"tmp-{secrets.token_hex(8)}",
             kind=effect.kind,
             resident_id=resident.id,
             channel=identity.channel,

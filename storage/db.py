@@ -47,6 +47,7 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, schema: str | None = None) -> None:
         self.url = async_url(url)
+        self.schema = schema
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":

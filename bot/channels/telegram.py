@@ -24,6 +24,7 @@ from telegram.ext import Application, ApplicationBuilder
 from bot.channels.base import Rejected, RetryLater, Transient, Unreachable
 from bot.config import Settings
 from bot.messages import Inbound, Kind, Reply
+from bot.waiting import rest, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,12 @@ def split_text(text: str, limit: int) -> list[str]:
     """Split at paragraph or line breaks where possible, so no piece exceeds the limit."""
     pieces: list[str] = []
     while len(text) > limit:
-        cut = max(
-            text.rfind("\n\n", 0, limit), text.rfind("\n", 0, limit), text.rfind(" ", 0, limit)
-        )
-        if cut <= 0:
-            cut = limit
+        cut = limit
+        for separator in ("\n\n", "\n", " "):
+            found = text.rfind(separator, 0, limit)
+            if found > limit // 2:
+                cut = found
+                break
         pieces.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     pieces.append(text)
@@ -200,12 +202,17 @@ class TelegramChannel:
         backoff = 1.0
         while not stop.is_set():
             try:
-                updates = await self.bot.get_updates(
-                    offset=self.offset,
-                    timeout=self.settings.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES,
+                fetched, updates = await unless_stopped(
+                    stop,
+                    self.bot.get_updates(
+                        offset=self.offset,
+                        timeout=self.settings.poll_timeout,
+                        allowed_updates=ALLOWED_UPDATES,
+                    ),
                 )
-                for update in updates:
+                if not fetched:
+                    return
+                for update in updates or ():
                     await self.store(update)
                     self.offset = update.update_id + 1
                 backoff = 1.0
@@ -215,7 +222,7 @@ class TelegramChannel:
                 log.warning(
                     "telegram polling: %s; retrying in %.0f s", type(error).__name__, backoff
                 )
-                await asyncio.sleep(backoff)
+                await rest(stop, timeout=backoff)
                 backoff = min(backoff * 2, 30.0)
 
     async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
@@ -229,7 +236,7 @@ class TelegramChannel:
         try:
             data = json.loads(body)
             update = Update.de_json(data, self.bot)
-        except (ValueError, TypeError, KeyError) as error:
+        except Exception as error:  # python-telegram-bot raises many kinds on bad shapes
             log.warning("malformed telegram webhook body: %s", type(error).__name__)
             return WebhookAnswer(400, "malformed update")
         if update is None:

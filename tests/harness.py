@@ -1,0 +1,157 @@
+"""Drives Khma like a resident would: over real HTTP, through the real Application.
+
+`running_khma` starts the Telegram Bot API stand-in and the whole Khma app (web
+server, engine, dispatcher, python-telegram-bot Application) on loopback.
+`Resident` sends what a phone would send and returns what the bot answered,
+once the bot has gone quiet, so tests read like transcripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.app import Khma
+from bot.config import Settings
+from bot.dispatch import DispatchPolicy
+from storage.db import Database
+from storage.models import InboxEvent, OutboxMessage, utcnow
+from tests.fakes.telegram_api import SentMessage, TelegramStandIn
+
+TOKEN = "123456:TEST-token-never-logged"
+FAST = DispatchPolicy(idle_wait=0.05)
+
+
+def settings_for(api: TelegramStandIn, **extra: str) -> Settings:
+    env = {
+        "TELEGRAM_TOKEN": api.token,
+        "TELEGRAM_API_URL": api.url,
+        "TELEGRAM_POLL_TIMEOUT": "1",
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        **extra,
+    }
+    return Settings.from_env(env)
+
+
+@asynccontextmanager
+async def running_khma(
+    db: Database,
+    api: TelegramStandIn,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    **env: str,
+) -> AsyncIterator[Khma]:
+    khma = Khma(settings_for(api, **env), db=db, clock=clock, policy=FAST)
+    await khma.start()
+    try:
+        yield khma
+    finally:
+        await khma.stop()
+
+
+async def quiet(db: Database, api: TelegramStandIn, timeout: float = 10.0) -> None:
+    """Wait until every update is confirmed, processed, and every reply is sent."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        # Telegram's side first: an update is confirmed only after it is stored.
+        unconfirmed = len(api.pending_updates)
+        async with db.transaction() as session:
+            inbox = await session.scalar(
+                select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")
+            )
+            outbox = await session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.status.in_(("pending", "sending")))
+                .where(OutboxMessage.next_attempt_at <= utcnow())
+            )
+        if unconfirmed == 0 and inbox == 0 and outbox == 0:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"bot did not go quiet: {unconfirmed} unconfirmed updates, "
+                f"{inbox} unprocessed events, {outbox} unsent replies"
+            )
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Resident:
+    """A Telegram user in a private chat with the bot."""
+
+    api: TelegramStandIn
+    db: Database
+    chat_id: int
+    language_code: str = "ka"
+    first_name: str = "Nino"
+    seen: int = 0
+    last_update: dict[str, Any] = field(default_factory=dict)
+
+    def _who(self) -> dict[str, Any]:
+        return {"first_name": self.first_name, "language_code": self.language_code}
+
+    async def _answer(self) -> list[SentMessage]:
+        await quiet(self.db, self.api)
+        messages = self.api.sent_to(self.chat_id)
+        new, self.seen = messages[self.seen :], len(messages)
+        return new
+
+    async def says(self, text: str) -> list[SentMessage]:
+        if text.startswith("/"):
+            command, _, payload = text.partition(" ")
+            self.last_update = self.api.command_update(
+                self.chat_id, command, payload or None, **self._who()
+            )
+        else:
+            self.last_update = self.api.text_update(self.chat_id, text, **self._who())
+        return await self._answer()
+
+    def last_keyboard(self) -> SentMessage:
+        for message in reversed(self.api.sent_to(self.chat_id)):
+            if message.callback_data:
+                return message
+        raise AssertionError("the bot has shown no buttons")
+
+    async def taps(self, label: str) -> list[SentMessage]:
+        """Tap the button with this label under the bot's latest keyboard."""
+        message = self.last_keyboard()
+        for button in message.buttons:
+            if button.get("text") == label:
+                self.last_update = self.api.callback_update(
+                    self.chat_id, button["callback_data"], message.message_id, **self._who()
+                )
+                return await self._answer()
+        raise AssertionError(f"no button {label!r}; buttons are {message.button_texts}")
+
+    async def sends_photo(self, file_id: str, caption: str | None = None) -> list[SentMessage]:
+        self.last_update = self.api.photo_update(self.chat_id, file_id, caption, **self._who())
+        return await self._answer()
+
+    async def sends_voice(self, file_id: str) -> list[SentMessage]:
+        self.last_update = self.api.voice_update(self.chat_id, file_id, **self._who())
+        return await self._answer()
+
+    async def sends_sticker(self) -> list[SentMessage]:
+        self.last_update = self.api.sticker_update(self.chat_id, **self._who())
+        return await self._answer()
+
+    async def sends_document(self, file_id: str) -> list[SentMessage]:
+        self.last_update = self.api.document_update(self.chat_id, file_id, **self._who())
+        return await self._answer()
+
+    async def sends_location(self, latitude: float, longitude: float) -> list[SentMessage]:
+        self.last_update = self.api.location_update(
+            self.chat_id, latitude, longitude, **self._who()
+        )
+        return await self._answer()
+
+
+def texts(messages: list[SentMessage]) -> list[str]:
+    return [m.text if m.text is not None else (m.caption or "") for m in messages]
