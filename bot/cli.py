@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> None:
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
-                chat(settings, address=args.address, name=args.name, language=args.language)
+                chat(
+                    settings,
+                    address=getattr(args, "address", "local"),
+                    name=getattr(args, "name", "Newcomer"),
+                    language=getattr(args, "language", None),
+                )
             )
     elif command == "migrate":
         asyncio.run(_migrate(settings))

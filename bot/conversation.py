@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.messages import Inbound, Kind, Reply
 from flows import BEFORE_LANGUAGE, COMMANDS, Registry
-from flows.core import IDLE, Choose, Context, Effect, Outcome
+from flows.core import IDLE, Context, Effect, Outcome
 from flows.menu import UNKNOWN_COMMAND
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ def parse_command(inbound: Inbound) -> Command | None:
     return Command(head.split("@", 1)[0].lower(), rest.strip())
 
 
-def interpret(state: State, inbound: Inbound, numbered: bool) -> Inbound:
-    """A typed button label, or its number on a question with buttons, counts as a tap."""
+def interpret(state: State, inbound: Inbound) -> Inbound:
+    """A typed button label, or the button's number, counts as a tap on it."""
     if inbound.kind is not Kind.TEXT or not inbound.text or not state.offered:
         return inbound
     typed = inbound.text.strip().casefold()
     for index, (choice_id, label) in enumerate(state.offered, start=1):
-        if typed == label.casefold() or (numbered and typed == str(index)):
+        if typed in (label.casefold(), str(index)):
             return replace(inbound, kind=Kind.BUTTON, payload=choice_id)
     return inbound
 
@@ -66,9 +66,6 @@ class Conversation:
     def __init__(self, registry: Registry, apply: Apply) -> None:
         self.registry = registry
         self.apply = apply
-
-    def _numbered(self, state: State) -> bool:
-        return bool(state.step) and isinstance(self.registry.step(state.step), Choose)
 
     def _tap_receipt(self, state: State, inbound: Inbound) -> list[Reply]:
         """Take the buttons off a tapped message, so an old keyboard is not tapped again."""
@@ -116,7 +113,7 @@ class Conversation:
 
     async def turn(self, state: State, inbound: Inbound, ctx: Context) -> tuple[list[Reply], State]:
         ctx.data = state.data
-        inbound = interpret(state, inbound, self._numbered(state))
+        inbound = interpret(state, inbound)
         replies = self._tap_receipt(state, inbound)
         outcome = self._begin(state, inbound, ctx)
         step = state.step

@@ -34,6 +34,7 @@ class DispatchPolicy:
     concurrency: int = 16
     lease: timedelta = timedelta(seconds=60)
     max_attempts: int = 8
+    first_backoff: float = 1.0
     max_backoff: float = 300.0
     idle_wait: float = 1.0
 
@@ -134,7 +135,9 @@ class Dispatcher:
                 log.error("outbox %s failed %d times, giving up", row.id, row.attempts)
                 await self._finish(row, status="failed", error=repr(error))
             else:
-                backoff = min(2.0**row.attempts, self.policy.max_backoff)
+                backoff = min(
+                    self.policy.first_backoff * 2 ** (row.attempts - 1), self.policy.max_backoff
+                )
                 await self._reschedule(row, backoff, repr(error), count_attempt=True)
         else:
             await self._finish(row, status="sent", message_id=message_id)

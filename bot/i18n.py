@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
@@ -104,7 +104,10 @@ class Translator:
         return text.format(**params) if params else text
 
     def datetime(self, moment: datetime) -> str:
-        return format_datetime(moment, "medium", tzinfo=self.tz, locale=self.lang)
+        """Date and hours:minutes in Tbilisi time, each in the locale's own pattern."""
+        local = moment.astimezone(self.tz)
+        day = format_date(local, "medium", locale=self.lang)
+        return f"{day}, {format_time(local, 'short', locale=self.lang)}"
 
     def date(self, moment: datetime) -> str:
         return format_date(moment.astimezone(self.tz), "medium", locale=self.lang)

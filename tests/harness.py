@@ -25,7 +25,7 @@ from storage.models import InboxEvent, OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
 
 TOKEN = "123456:TEST-token-never-logged"
-FAST = DispatchPolicy(idle_wait=0.05)
+FAST = DispatchPolicy(idle_wait=0.05, first_backoff=0.05)
 
 
 def settings_for(api: TelegramStandIn, **extra: str) -> Settings:
@@ -70,7 +70,6 @@ async def quiet(db: Database, api: TelegramStandIn, timeout: float = 10.0) -> No
                 select(func.count())
                 .select_from(OutboxMessage)
                 .where(OutboxMessage.status.in_(("pending", "sending")))
-                .where(OutboxMessage.next_attempt_at <= utcnow())
             )
         if unconfirmed == 0 and inbox == 0 and outbox == 0:
             return
