@@ -1,0 +1,85 @@
+"""The commands coordinators and operators type: `python -m bot migrate` and `export`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from openpyxl import load_workbook
+
+from storage.db import Database
+from storage.models import Report, Resident
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def python_m_bot(db: Database, *args: str) -> str:
+    env = {**os.environ, "DATABASE_URL": db.url, "LOG_LEVEL": "WARNING"}
+    if db.schema:
+        env["DATABASE_SCHEMA"] = db.schema
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_migrate_is_idempotent_and_export_writes_xlsx(db, tmp_path) -> None:
+    await python_m_bot(db, "migrate")
+    async with db.transaction() as session:
+        resident = Resident(language="hy", municipality="akhalkalaki", consent=True)
+        session.add(resident)
+        await session.flush()
+        for number, (kind, when) in enumerate(
+            [
+                ("need", datetime(2026, 5, 1, 8, tzinfo=UTC)),
+                ("dcfta", datetime(2026, 6, 1, 8, tzinfo=UTC)),
+            ]
+        ):
+            session.add(
+                Report(
+                    reference=f"KV-2026-00000{number}",
+                    kind=kind,
+                    resident_id=resident.id,
+                    channel="telegram",
+                    language="hy",
+                    municipality="akhalkalaki",
+                    category="water",
+                    text="=1+1 Ջուր չկա",
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
+    out = tmp_path / "needs.xlsx"
+    printed = await python_m_bot(
+        db,
+        "export",
+        "--format",
+        "xlsx",
+        "--out",
+        str(out),
+        "--kind",
+        "need",
+        "--since",
+        "2026-04-01",
+        "--municipality",
+        "akhalkalaki",
+    )
+    assert "1 rows" in printed
+    sheet = load_workbook(out, read_only=True).active
+    header, row = list(sheet.iter_rows(values_only=True))
+    record = dict(zip(header, row, strict=True))
+    assert record["reference"] == "KV-2026-000000"
+    assert record["municipality"] == "Akhalkalaki"
+    assert record["text"] == "'=1+1 Ջուր չկա"
