@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from bot.channels.base import Channel
+from bot.channels.base import Channel, WebhookChannel
 from bot.channels.telegram import TelegramChannel
+from bot.channels.viber import ViberChannel
 from bot.config import Settings
 from bot.dispatch import Dispatcher, DispatchPolicy
 from bot.engine import Engine
@@ -41,9 +42,16 @@ class Khma:
         self.telegram = (
             TelegramChannel(settings, self.engine.accept) if settings.telegram_token else None
         )
+        self.viber = ViberChannel(settings, self.engine) if settings.viber_token else None
         channels: dict[str, Channel] = {}
+        self.webhooks: list[WebhookChannel] = []
         if self.telegram:
             channels[self.telegram.name] = self.telegram
+            if settings.telegram_webhook_url:
+                self.webhooks.append(self.telegram)
+        if self.viber:
+            channels[self.viber.name] = self.viber
+            self.webhooks.append(self.viber)
         policy = policy or DispatchPolicy(lease=timedelta(seconds=settings.dispatch_lease))
         self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
         self.engine.notify = self.dispatcher.wake
@@ -63,13 +71,15 @@ class Khma:
         return self.settings.port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_web_app(self.readiness, self.telegram))
+        self._runner = web.AppRunner(build_web_app(self.readiness, self.webhooks))
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         if self.telegram:
             await self.telegram.start()
             if not self.settings.telegram_webhook_url:
                 self._spawn(self.telegram.poll(self.stop_event), "telegram polling")
+        if self.viber:
+            await self.viber.start()
         self._spawn(self.engine.run(self.stop_event), "engine")
         self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
         self.readiness.ready = True
@@ -92,6 +102,8 @@ class Khma:
         self._tasks.clear()
         if self.telegram:
             await self.telegram.stop()
+        if self.viber:
+            await self.viber.stop()
         if self._runner:
             await self._runner.cleanup()
         if self._owns_db:

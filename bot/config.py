@@ -46,6 +46,8 @@ class Settings:
     viber_api_url: str = DEFAULT_VIBER_API_URL
     viber_webhook_url: str | None = None
     viber_bot_name: str = "Khma"
+    viber_avatar_url: str | None = None
+    viber_min_api_version: int = 6
     host: str = "127.0.0.1"
     port: int = 8080
     tz_name: str = "Asia/Tbilisi"
@@ -93,6 +95,8 @@ class Settings:
             viber_api_url=get("VIBER_API_URL") or DEFAULT_VIBER_API_URL,
             viber_webhook_url=get("VIBER_WEBHOOK_URL"),
             viber_bot_name=get("VIBER_BOT_NAME") or "Khma",
+            viber_avatar_url=get("VIBER_AVATAR_URL"),
+            viber_min_api_version=int(get("VIBER_MIN_API_VERSION") or 6),
             host=get("HOST") or "127.0.0.1",
             port=int(port_text),
             tz_name=get("TZ_NAME") or "Asia/Tbilisi",

@@ -20,6 +20,7 @@ from flows.menu import UNKNOWN_COMMAND
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 12
+PAGE = "page:"
 Apply = Callable[[Effect, Context], Awaitable[None]]
 
 
@@ -45,6 +46,8 @@ class Command:
 
 
 def parse_command(inbound: Inbound) -> Command | None:
+    if inbound.kind is Kind.START:  # a platform's "conversation opened", with its deep link
+        return Command("start", inbound.payload or "")
     if inbound.kind is not Kind.TEXT or not inbound.text or not inbound.text.startswith("/"):
         return None
     head, _, rest = inbound.text[1:].strip().partition(" ")
@@ -94,9 +97,19 @@ class Conversation:
                 return Outcome(say=[say], goto="menu.main")
             ctx.data.clear()
             return Outcome(goto=target)
+        if state.step and inbound.kind is Kind.BUTTON and (inbound.payload or "").startswith(PAGE):
+            return self._page(state, inbound, ctx)
         if state.step:
             return self.registry.step(state.step).handle(ctx, inbound)
         return Outcome(goto="menu.main")
+
+    def _page(self, state: State, inbound: Inbound, ctx: Context) -> Outcome:
+        """Another page of a long keyboard (Viber): the same question, other buttons."""
+        page = (inbound.payload or "")[len(PAGE) :]
+        outcome = self.registry.step(state.step).enter(ctx)
+        number = int(page) if page.isdigit() else 0
+        outcome.say = [replace(r, page=number) if r.buttons else r for r in outcome.say]
+        return outcome
 
     def _restart(self, ctx: Context, inbound: Inbound, payload: str) -> Outcome:
         """`/start` (also from a poster's deep link): new residents pick a language."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,41 +19,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import LANGUAGES, Settings
 from bot.conversation import Conversation, State
+from bot.effects import Effects, profile_of
 from bot.i18n import Translator, _
-from bot.messages import Inbound, Reply
+from bot.messages import SYSTEM_KINDS, Inbound, Kind, Reply
 from bot.waiting import rest
 from flows import REGISTRY
 from flows.content import Content
-from flows.core import (
-    Context,
-    Effect,
-    ErasePersonalData,
-    LoadPersonalData,
-    LoadReports,
-    Profile,
-    SubmitReport,
-    UpdateProfile,
-)
-from flows.mine import ReportView
-from flows.privacy import PersonalData, StoredReport
+from flows.core import Context
 from storage import queries
 from storage.db import Database
-from storage.models import Identity, InboxEvent, OutboxMessage, Report, Resident, utcnow
+from storage.models import Identity, InboxEvent, OutboxMessage, Resident, utcnow
 
 log = logging.getLogger(__name__)
 
 REPLY_PRIORITY = 0
+WELCOME_WAIT = 5.0
 SOMETHING_WENT_WRONG = _(
     "Sorry, something went wrong on our side. Your message is saved and our team will look "
     "at it. Please try again, or send /menu."
 )
-REFERENCE_PREFIX = {"need": "KV", "dcfta": "DQ"}
-
-
-def _view(report: Report) -> ReportView:
-    return ReportView(
-        report.reference, report.kind, report.category, report.status, report.created_at
-    )
 
 
 class Engine:
@@ -94,6 +77,29 @@ class Engine:
         self.wakeup.set()
         return True
 
+    async def welcome(self, inbound: Inbound) -> list[Reply]:
+        """The replies to a conversation opening, for the platform to carry in its answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WELCOME_WAIT
+        while True:
+            await self.process_pending()
+            async with self.db.transaction() as session:
+                status = await queries.inbox_status(session, inbound.channel, inbound.external_id)
+                if status not in (None, "pending"):
+                    payloads = await queries.take_welcome(
+                        session, inbound.channel, inbound.address, self.clock()
+                    )
+                    return [Reply.from_json(p) for p in payloads]
+            if loop.time() > deadline:
+                return []
+            await asyncio.sleep(0.02)
+
+    async def delivery_report(self, channel: str, message_id: str, status: str) -> None:
+        async with self.db.transaction() as session:
+            await queries.record_delivery(session, channel, message_id, status)
+
+    # --- processing --------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
         """Process events as they arrive; a periodic look also catches other processes' events."""
         while not stop.is_set():
@@ -132,12 +138,34 @@ class Engine:
             await self._record_failure(*failed)
         return True
 
-    # --- one event ---------------------------------------------------------------
-
     async def _process(self, session: AsyncSession, event: InboxEvent) -> None:
         inbound = Inbound.from_json(event.payload)
         now = self.clock()
         identity = await queries.identity_for(session, inbound.channel, inbound.address)
+        if inbound.kind in SYSTEM_KINDS:
+            await self._platform_news(session, inbound, identity, now)
+        else:
+            await self._converse(session, inbound, identity, now)
+        event.status = "done"
+        event.processed_at = now
+        event.payload = {"kind": inbound.kind.value}
+
+    async def _platform_news(
+        self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
+    ) -> None:
+        """Subscribed or unsubscribed: who can be reached, not a conversation turn."""
+        if identity is None:
+            return
+        if inbound.kind is Kind.UNSUBSCRIBED:
+            identity.unreachable_at = now
+            await queries.stop_sending(session, inbound.channel, inbound.address, "unsubscribed")
+        else:
+            identity.unreachable_at = None
+            await queries.release_held(session, inbound.channel, inbound.address)
+
+    async def _converse(
+        self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
+    ) -> None:
         if identity is None:
             identity = Identity(
                 channel=inbound.channel,
@@ -153,128 +181,36 @@ class Engine:
         identity.platform_language = inbound.platform_language or identity.platform_language
         if resident.consent and inbound.display_name:
             identity.display_name = inbound.display_name
+        await queries.release_held(session, inbound.channel, inbound.address)
         ctx = Context(
             t=Translator(resident.language or "en", self.settings.tz_name),
-            profile=self._profile(resident, identity),
+            profile=profile_of(resident, identity),
             now=now,
             content=self.content,
             max_text_length=self.settings.max_text_length,
         )
-        erased = False
-
-        async def apply(effect: Effect, ctx: Context) -> None:
-            nonlocal erased
-            erased = await self._apply(session, effect, ctx, identity, inbound) or erased
-
+        effects = Effects(session, identity, inbound, self.settings.tz_name)
         state = State.from_json(identity.flow_step, identity.flow_data)
-        replies, state = await Conversation(REGISTRY, apply).turn(state, inbound, ctx)
-        if not erased:
+        replies, state = await Conversation(REGISTRY, effects.apply).turn(state, inbound, ctx)
+        if not effects.erased:
             identity.flow_step = state.step or None
             identity.flow_data = state.to_json()
+        # Viber allows one message before a resident subscribes: the answer to the opening.
+        status = "welcome" if inbound.kind is Kind.START else "pending"
         for reply in replies:
             session.add(
                 OutboxMessage(
                     channel=inbound.channel,
                     address=inbound.address,
-                    identity_id=None if erased else identity.id,
+                    identity_id=None if effects.erased else identity.id,
                     kind="reply",
                     priority=REPLY_PRIORITY,
                     payload=reply.to_json(),
+                    status=status,
                     next_attempt_at=now,
                     created_at=now,
                 )
             )
-        event.status = "done"
-        event.processed_at = now
-        event.payload = {"kind": inbound.kind.value}
-
-    def _profile(self, resident: Resident, identity: Identity) -> Profile:
-        return Profile(
-            channel=identity.channel,
-            language=resident.language,
-            municipality=resident.municipality,
-            consent=resident.consent,
-            gender=resident.gender,
-            age_group=resident.age_group,
-            display_name=identity.display_name,
-        )
-
-    async def _apply(
-        self,
-        session: AsyncSession,
-        effect: Effect,
-        ctx: Context,
-        identity: Identity,
-        inbound: Inbound,
-    ) -> bool:
-        """Carry out what a step asked for; True when the resident was erased."""
-        resident = identity.resident
-        match effect:
-            case UpdateProfile(changes=changes):
-                for name, value in changes.items():
-                    setattr(resident, name, value)
-                if changes.get("consent"):
-                    resident.consent_at = ctx.now
-                    identity.display_name = inbound.display_name or identity.display_name
-                if "language" in changes:
-                    ctx.t = Translator(changes["language"], self.settings.tz_name)
-                ctx.profile = self._profile(resident, identity)
-            case SubmitReport():
-                ctx.facts["reference"] = await self._submit(session, effect, ctx, identity)
-            case LoadReports():
-                found = await queries.reports_of(session, resident.id)
-                ctx.facts["reports"] = [_view(r) for r in found]
-            case LoadPersonalData():
-                found = await queries.reports_of(session, resident.id, limit=1000)
-                ctx.facts["personal_data"] = PersonalData(
-                    language=resident.language,
-                    municipality=resident.municipality,
-                    gender=resident.gender,
-                    age_group=resident.age_group,
-                    consent_at=resident.consent_at,
-                    accounts=tuple(
-                        (i.channel, i.display_name)
-                        for i in await resident.awaitable_attrs.identities
-                    ),
-                    reports=tuple(StoredReport(_view(r), r.text) for r in found),
-                )
-            case ErasePersonalData():
-                await queries.anonymise_reports(session, resident.id)
-                await queries.forget_messages(session, resident)
-                await session.delete(resident)
-                await session.flush()
-                return True
-        return False
-
-    async def _submit(
-        self, session: AsyncSession, effect: SubmitReport, ctx: Context, identity: Identity
-    ) -> str:
-        resident = identity.resident
-        report = Report(
-            reference=f"tmp-{secrets.token_hex(8)}",
-            kind=effect.kind,
-            resident_id=resident.id,
-            channel=identity.channel,
-            language=ctx.t.lang,
-            municipality=resident.municipality,
-            category=effect.category,
-            text=effect.text,
-            media=[dict(m) for m in effect.media],
-            latitude=effect.latitude,
-            longitude=effect.longitude,
-            location_municipality=effect.location_municipality,
-            anonymous=effect.anonymous,
-            shared_name=None if effect.anonymous else identity.display_name,
-            gender=resident.gender,
-            age_group=resident.age_group,
-            created_at=ctx.now,
-            updated_at=ctx.now,
-        )
-        session.add(report)
-        await session.flush()
-        year = ctx.now.astimezone(ctx.t.tz).year
-        report.reference = f"{REFERENCE_PREFIX[effect.kind]}-{year}-{report.id:06d}"
-        return report.reference
 
     async def _record_failure(self, event_id: int, error: str) -> None:
         """Keep the event (marked failed, for staff to see) and tell the resident."""

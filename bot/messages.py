@@ -23,10 +23,14 @@ class Kind(StrEnum):
     LOCATION = "location"
     CONTACT = "contact"
     START = "start"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
     OTHER = "other"
 
 
 MEDIA_KINDS = frozenset({Kind.PHOTO, Kind.VOICE, Kind.VIDEO, Kind.DOCUMENT})
+# Platform news about a resident rather than something they said.
+SYSTEM_KINDS = frozenset({Kind.SUBSCRIBED, Kind.UNSUBSCRIBED})
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Reply:
     buttons: tuple[tuple[Button, ...], ...] = field(default_factory=tuple)
     photo_id: str | None = None
     edit_message_id: str | None = None
+    page: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
@@ -78,6 +83,8 @@ class Reply:
             data["photo_id"] = self.photo_id
         if self.edit_message_id:
             data["edit_message_id"] = self.edit_message_id
+        if self.page:
+            data["page"] = self.page
         return data
 
     @classmethod
@@ -88,4 +95,21 @@ class Reply:
             buttons=rows,
             photo_id=data.get("photo_id"),
             edit_message_id=data.get("edit_message_id"),
+            page=data.get("page", 0),
         )
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split at paragraph or line breaks where possible, so no piece exceeds the limit."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = limit
+        for separator in ("\n\n", "\n", " "):
+            found = text.rfind(separator, 0, limit)
+            if found > limit // 2:
+                cut = found
+                break
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    pieces.append(text)
+    return pieces

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.channels.telegram import TelegramChannel
+from bot.channels.base import WebhookChannel
 
 
 @dataclass
@@ -14,10 +15,19 @@ class Readiness:
     """`/healthz` says 200 only once every part has started."""
 
     ready: bool = False
-    parts: dict[str, bool] = field(default_factory=dict)
 
 
-def build_web_app(readiness: Readiness, telegram: TelegramChannel | None) -> web.Application:
+def _webhook(channel: WebhookChannel):
+    async def handle(request: web.Request) -> web.Response:
+        answer = await channel.receive_webhook(request.headers, await request.read())
+        if answer.json is not None:
+            return web.json_response(dict(answer.json), status=answer.status)
+        return web.Response(status=answer.status, text=answer.text)
+
+    return handle
+
+
+def build_web_app(readiness: Readiness, channels: Iterable[WebhookChannel]) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -26,12 +36,6 @@ def build_web_app(readiness: Readiness, telegram: TelegramChannel | None) -> web
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/healthz", healthz)
-
-    if telegram is not None:
-
-        async def telegram_webhook(request: web.Request) -> web.Response:
-            answer = await telegram.receive_webhook(request.headers, await request.read())
-            return web.Response(status=answer.status, text=answer.body)
-
-        app.router.add_post("/webhooks/telegram", telegram_webhook)
+    for channel in channels:
+        app.router.add_post(f"/webhooks/{channel.name}", _webhook(channel))
     return app

@@ -98,7 +98,27 @@ class ErasePersonalData:
     """Delete the resident's personal data; their reports stay, anonymised."""
 
 
-Effect = UpdateProfile | SubmitReport | LoadReports | LoadPersonalData | ErasePersonalData
+@dataclass(frozen=True)
+class CreateLinkCode:
+    """Make a one-time code for joining another app; it comes back in `facts["link_code"]`."""
+
+
+@dataclass(frozen=True)
+class LinkAccounts:
+    """Join this app to the resident who made `code`; `facts["linked"]` says if it worked."""
+
+    code: str
+
+
+Effect = (
+    UpdateProfile
+    | SubmitReport
+    | LoadReports
+    | LoadPersonalData
+    | ErasePersonalData
+    | CreateLinkCode
+    | LinkAccounts
+)
 
 
 @dataclass

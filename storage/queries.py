@@ -89,3 +89,72 @@ async def mark_unreachable(
         .where(Identity.channel == channel, Identity.address == address)
         .values(unreachable_at=now)
     )
+
+
+async def release_held(session: AsyncSession, channel: str, address: str) -> None:
+    """The resident wrote again: what the platform held back may go now (Viber status 12)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.address == address,
+            OutboxMessage.status == "held",
+        )
+        .values(status="pending", last_error=None)
+    )
+
+
+async def stop_sending(session: AsyncSession, channel: str, address: str, reason: str) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.address == address,
+            OutboxMessage.status.in_(("pending", "held")),
+        )
+        .values(status="unreachable", last_error=reason)
+    )
+
+
+async def record_delivery(
+    session: AsyncSession, channel: str, platform_message_id: str, status: str
+) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.platform_message_id == platform_message_id,
+        )
+        .values(delivery_status=status)
+    )
+
+
+async def take_welcome(
+    session: AsyncSession, channel: str, address: str, now: datetime
+) -> list[dict]:
+    """Replies kept for the answer to Viber's `conversation_started`, marked sent with it."""
+    rows = list(
+        (
+            await session.execute(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.channel == channel,
+                    OutboxMessage.address == address,
+                    OutboxMessage.status == "welcome",
+                )
+                .order_by(OutboxMessage.id)
+                .with_for_update()
+            )
+        ).scalars()
+    )
+    for row in rows:
+        row.status, row.sent_at, row.delivery_status = "sent", now, "welcome"
+    return [row.payload for row in rows]
+
+
+async def inbox_status(session: AsyncSession, channel: str, external_id: str) -> str | None:
+    return await session.scalar(
+        select(InboxEvent.status).where(
+            InboxEvent.channel == channel, InboxEvent.external_id == external_id
+        )
+    )

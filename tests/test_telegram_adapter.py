@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.channels.telegram import SECRET_HEADER, TelegramChannel, split_text
+from bot.channels.telegram import SECRET_HEADER, TelegramChannel
 from bot.config import Settings
-from bot.messages import Inbound, Kind
+from bot.messages import Inbound, Kind, split_text
 
 USER = {
     "id": 4242,

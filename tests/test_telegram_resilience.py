@@ -47,7 +47,11 @@ async def test_a_restart_mid_report_resumes_where_the_resident_left(db) -> None:
 
 
 async def test_the_same_update_twice_is_handled_once(db) -> None:
-    async with TelegramStandIn(token=TOKEN) as api, running_khma(db, api) as khma:
+    webhook = "https://khma.example.org/webhooks/telegram"
+    async with (
+        TelegramStandIn(token=TOKEN) as api,
+        running_khma(db, api, TELEGRAM_WEBHOOK_URL=webhook) as khma,
+    ):
         update = api.text_update(502, "/start", queue=False)
         url = f"http://127.0.0.1:{khma.port}/webhooks/telegram"
         async with aiohttp.ClientSession() as http:

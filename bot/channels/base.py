@@ -7,9 +7,11 @@ means for the outbox row, so no adapter writes retry logic of its own.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from bot.messages import Reply
+from bot.messages import Inbound, Reply
 
 
 class DeliveryError(Exception):
@@ -36,7 +38,40 @@ class Transient(DeliveryError):
     """A timeout or a 5xx: back off and try again."""
 
 
+class Held(DeliveryError):
+    """The platform will take no more until the resident writes again (Viber status 12)."""
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What a webhook handler answers the platform: a status, and a body Viber may read."""
+
+    status: int
+    text: str = ""
+    json: Mapping[str, Any] | None = None
+
+
+class Inbox(Protocol):
+    """What an adapter hands received events to (the engine)."""
+
+    async def accept(self, inbound: Inbound) -> bool: ...
+
+    async def welcome(self, inbound: Inbound) -> list[Reply]: ...
+
+    async def delivery_report(self, channel: str, message_id: str, status: str) -> None: ...
+
+
 class Channel(Protocol):
     name: str
 
     async def send(self, address: str, reply: Reply) -> str | None: ...
+
+
+class WebhookChannel(Channel, Protocol):
+    """A channel whose platform calls us at `/webhooks/<name>`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer: ...

@@ -14,16 +14,15 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
-from bot.channels.base import Rejected, RetryLater, Transient, Unreachable
+from bot.channels.base import Rejected, RetryLater, Transient, Unreachable, WebhookAnswer
 from bot.config import Settings
-from bot.messages import Inbound, Kind, Reply
+from bot.messages import Inbound, Kind, Reply, split_text
 from bot.waiting import rest, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -109,28 +108,6 @@ def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
                 raise ValueError(f"button id {button.id!r} is not short ASCII")
         rows.append([InlineKeyboardButton(b.label, callback_data=b.id) for b in row])
     return InlineKeyboardMarkup(rows)
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Split at paragraph or line breaks where possible, so no piece exceeds the limit."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        cut = limit
-        for separator in ("\n\n", "\n", " "):
-            found = text.rfind(separator, 0, limit)
-            if found > limit // 2:
-                cut = found
-                break
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    pieces.append(text)
-    return pieces
-
-
-@dataclass(frozen=True)
-class WebhookAnswer:
-    status: int
-    body: str = ""
 
 
 class TelegramChannel:

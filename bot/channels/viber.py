@@ -1,0 +1,360 @@
+"""Viber: signed callbacks in, REST calls out, with viberbot's models and aiohttp.
+
+viberbot parses callbacks and builds message dictionaries without any I/O; its
+own `Api` sends with blocking `requests`, so sending goes through aiohttp here.
+A callback is answered 200 only after its event is stored (Viber retries
+otherwise), and `conversation_started` is answered with the one welcome message
+Viber allows before a resident subscribes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from viberbot.api.messages import PictureMessage, TextMessage
+from viberbot.api.viber_requests import (
+    ViberConversationStartedRequest,
+    ViberDeliveredRequest,
+    ViberFailedRequest,
+    ViberMessageRequest,
+    ViberSeenRequest,
+    ViberSubscribedRequest,
+    ViberUnsubscribedRequest,
+    create_request,
+)
+
+from bot.channels.base import (
+    Held,
+    Inbox,
+    Rejected,
+    RetryLater,
+    Transient,
+    Unreachable,
+    WebhookAnswer,
+)
+from bot.config import Settings
+from bot.messages import Button, Inbound, Kind, Reply, split_text
+
+log = logging.getLogger(__name__)
+
+NAME = "viber"
+SIGNATURE_HEADER = "X-Viber-Content-Signature"
+AUTH_HEADER = "X-Viber-Auth-Token"
+BUTTON_PREFIX = "btn:"
+TEXT_LIMIT = 6500
+CAPTION_LIMIT = 768
+SENDER_NAME_LIMIT = 28
+# Rows of buttons on one keyboard page; a page row holds up to 6 columns.
+PAGE_ROWS = 10
+# A label longer than this gets a row of its own: Georgian and Armenian words are long.
+SHARED_ROW_LABEL = 14
+EVENTS = (
+    "webhook",
+    "conversation_started",
+    "subscribed",
+    "unsubscribed",
+    "message",
+    "delivered",
+    "seen",
+    "failed",
+)
+MESSAGE_KINDS = {
+    "picture": Kind.PHOTO,
+    "video": Kind.VIDEO,
+    "file": Kind.DOCUMENT,
+    "location": Kind.LOCATION,
+    "contact": Kind.CONTACT,
+    "sticker": Kind.STICKER,
+}
+UNREACHABLE_STATUSES = {5, 6, 7}
+HELD_STATUSES = {12}
+RETRY_STATUSES = {1, 2, 10, 11, 23, 24}
+
+
+def signature(token: str, body: bytes) -> str:
+    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _rows(buttons: tuple[tuple[Button, ...], ...]) -> list[tuple[Button, ...]]:
+    """Keep a flow's rows, but give long labels a row of their own so they stay readable."""
+    rows: list[tuple[Button, ...]] = []
+    for row in buttons:
+        if len(row) > 1 and any(len(b.label) > SHARED_ROW_LABEL for b in row):
+            rows.extend((b,) for b in row)
+        else:
+            rows.append(row[:6])
+    return rows
+
+
+def _button(button: Button, columns: int) -> dict[str, Any]:
+    return {
+        "Columns": columns,
+        "Rows": 1,
+        "ActionType": "reply",
+        "ActionBody": BUTTON_PREFIX + button.id,
+        "Text": button.label,
+        "TextSize": "regular",
+        "TextVAlign": "middle",
+        "TextHAlign": "center",
+        "Silent": True,
+        "BgColor": "#F2F2F7",
+    }
+
+
+def keyboard(reply: Reply) -> dict[str, Any] | None:
+    """A Viber rich keyboard; long lists are paged with ◀ and ▶."""
+    rows = _rows(reply.buttons)
+    if not rows:
+        return None
+    pages = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)]
+    page = min(max(reply.page, 0), len(pages) - 1)
+    buttons = [_button(b, 6 // len(row)) for row in pages[page] for b in row]
+    if len(pages) > 1:
+        navigation = []
+        if page > 0:
+            navigation.append(Button(f"page:{page - 1}", "◀"))
+        if page < len(pages) - 1:
+            navigation.append(Button(f"page:{page + 1}", "▶"))
+        buttons += [_button(b, 6 // len(navigation)) for b in navigation]
+    return {
+        "Type": "keyboard",
+        "DefaultHeight": False,
+        "InputFieldState": "regular",
+        "Buttons": buttons,
+    }
+
+
+def parse_event(data: dict[str, Any]) -> Inbound | None:
+    """One callback as an `Inbound`; None for events that carry no resident input."""
+    request = create_request(data)
+    token = str(data["message_token"]) if "message_token" in data else None
+    if isinstance(request, ViberConversationStartedRequest):
+        user = request.user
+        return Inbound(
+            NAME,
+            user.id,
+            token or "",
+            Kind.START,
+            payload=request.context or None,
+            display_name=user.name,
+            platform_language=user.language,
+        )
+    if isinstance(request, ViberSubscribedRequest):
+        user = request.user
+        return Inbound(
+            NAME,
+            user.id,
+            token or "",
+            Kind.SUBSCRIBED,
+            display_name=user.name,
+            platform_language=user.language,
+        )
+    if isinstance(request, ViberUnsubscribedRequest):
+        return Inbound(NAME, request.user_id, token or "", Kind.UNSUBSCRIBED)
+    if isinstance(request, ViberMessageRequest):
+        sender, message = request.sender, request.message
+        common = {
+            "channel": NAME,
+            "address": sender.id,
+            "external_id": token or "",
+            "display_name": sender.name,
+            "platform_language": sender.language,
+        }
+        kind_name = data["message"]["type"]
+        if kind_name == "text":
+            text = message.text or ""
+            if text.startswith(BUTTON_PREFIX):
+                return Inbound(kind=Kind.BUTTON, payload=text[len(BUTTON_PREFIX) :], **common)
+            return Inbound(kind=Kind.TEXT, text=text, **common)
+        if kind_name == "url":
+            return Inbound(kind=Kind.TEXT, text=message.media, **common)
+        kind = MESSAGE_KINDS.get(kind_name, Kind.OTHER)
+        if kind is Kind.LOCATION:
+            location = data["message"]["location"]
+            return Inbound(
+                kind=kind,
+                latitude=float(location["lat"]),
+                longitude=float(location["lon"]),
+                **common,
+            )
+        media = data["message"].get("media")
+        caption = data["message"].get("text")
+        return Inbound(kind=kind, media_id=media, text=caption, **common)
+    return None
+
+
+DELIVERY_EVENTS = (ViberDeliveredRequest, ViberSeenRequest, ViberFailedRequest)
+
+
+class ViberChannel:
+    name = NAME
+
+    def __init__(self, settings: Settings, inbox: Inbox) -> None:
+        if not settings.viber_token:
+            raise ValueError("VIBER_TOKEN is not set")
+        self.settings = settings
+        self.token = settings.viber_token
+        self.inbox = inbox
+        self.api_url = settings.viber_api_url.rstrip("/")
+        self.sender: dict[str, str] = {"name": settings.viber_bot_name[:SENDER_NAME_LIMIT]}
+        if settings.viber_avatar_url:
+            self.sender["avatar"] = settings.viber_avatar_url
+        self._http: aiohttp.ClientSession | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(
+            headers={AUTH_HEADER: self.token},
+            timeout=aiohttp.ClientTimeout(total=15),
+        )
+        account = await self._call("get_account_info", {})
+        if account.get("status") != 0:
+            log.error("Viber refused the token: %s", account.get("status_message"))
+        else:
+            log.info("viber bot %r ready", account.get("name"))
+        if self.settings.viber_webhook_url:
+            answer = await self._call(
+                "set_webhook",
+                {
+                    "url": self.settings.viber_webhook_url,
+                    "event_types": [
+                        "delivered",
+                        "seen",
+                        "failed",
+                        "subscribed",
+                        "unsubscribed",
+                        "conversation_started",
+                    ],
+                    "send_name": True,
+                    "send_photo": False,
+                },
+            )
+            if answer.get("status") == 0:
+                log.info("viber webhook set")
+            else:
+                log.error(
+                    "Viber refused the webhook %s: status %s (%s)",
+                    self.settings.viber_webhook_url,
+                    answer.get("status"),
+                    answer.get("status_message"),
+                )
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    # --- receiving ------------------------------------------------------------------
+
+    async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
+        given = headers.get(SIGNATURE_HEADER, "")
+        if not given or not hmac.compare_digest(given.lower(), signature(self.token, body)):
+            log.warning("viber callback with a missing or wrong signature refused")
+            return WebhookAnswer(403, "bad signature")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return WebhookAnswer(400, "malformed json")
+        if not isinstance(data, dict) or data.get("event") not in EVENTS:
+            return WebhookAnswer(400, "unknown event")
+        if data["event"] == "webhook":
+            return WebhookAnswer(200, "ok")
+        try:
+            request = create_request(data)
+            inbound = None if isinstance(request, DELIVERY_EVENTS) else parse_event(data)
+        except Exception as error:  # viberbot raises bare Exception and KeyError alike
+            log.warning("malformed viber %s callback: %s", data.get("event"), type(error).__name__)
+            return WebhookAnswer(400, "malformed event")
+        try:
+            if isinstance(request, DELIVERY_EVENTS):
+                await self.inbox.delivery_report(NAME, str(request.message_token), data["event"])
+                return WebhookAnswer(200, "ok")
+            if inbound is None or not inbound.external_id:
+                return WebhookAnswer(400, "malformed event")
+            await self.inbox.accept(inbound)
+            if inbound.kind is Kind.START:
+                return WebhookAnswer(200, json=self._welcome(await self.inbox.welcome(inbound)))
+        except Exception:
+            log.exception("could not store a viber callback; viber will retry")
+            return WebhookAnswer(503, "try again")
+        return WebhookAnswer(200, "ok")
+
+    def _welcome(self, replies: list[Reply]) -> dict[str, Any]:
+        """The one message allowed before subscription: every reply's text, the last keyboard."""
+        if not replies:
+            return {}
+        text = "\n\n".join(r.text for r in replies if r.text)
+        merged = Reply(text=text[:TEXT_LIMIT], buttons=replies[-1].buttons)
+        return {**self._messages(merged)[-1]}
+
+    # --- sending ----------------------------------------------------------------------
+
+    def _messages(self, reply: Reply) -> list[dict[str, Any]]:
+        """viberbot builds each message dictionary; long texts become several messages."""
+        version = self.settings.viber_min_api_version
+        messages: list[dict[str, Any]] = []
+        text = reply.text
+        if reply.photo_id:
+            caption = text if len(text) <= CAPTION_LIMIT else ""
+            messages.append(
+                PictureMessage(
+                    media=reply.photo_id, text=caption, min_api_version=version
+                ).to_dict()
+            )
+            text = "" if caption else text
+        if text:
+            pieces = split_text(text, TEXT_LIMIT)
+            for index, piece in enumerate(pieces):
+                last = index == len(pieces) - 1
+                board = keyboard(reply) if last else None
+                messages.append(
+                    TextMessage(text=piece, keyboard=board, min_api_version=version).to_dict()
+                )
+        elif reply.buttons and messages:
+            messages[-1]["keyboard"] = keyboard(reply)
+        for message in messages:
+            message["sender"] = dict(self.sender)
+            if not message.get("keyboard"):
+                message.pop("keyboard", None)
+        return messages
+
+    async def send(self, address: str, reply: Reply) -> str | None:
+        if reply.edit_message_id:
+            return reply.edit_message_id  # Viber has no editing; a tap needs no receipt
+        token = None
+        for message in self._messages(reply):
+            answer = await self._call("send_message", {**message, "receiver": address})
+            status = answer.get("status")
+            if status == 0:
+                token = str(answer.get("message_token"))
+                continue
+            description = f"viber status {status}: {answer.get('status_message')}"
+            if status in UNREACHABLE_STATUSES:
+                raise Unreachable(description)
+            if status in HELD_STATUSES:
+                raise Held(description)
+            if status in RETRY_STATUSES:
+                raise Transient(description)
+            raise Rejected(description)
+        return token
+
+    async def _call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self._http is not None, "ViberChannel.start() first"
+        try:
+            async with self._http.post(f"{self.api_url}/{method}", json=payload) as response:
+                if response.status == 429:
+                    raise RetryLater(float(response.headers.get("Retry-After", "1")))
+                if response.status >= 500:
+                    raise Transient(f"viber answered HTTP {response.status}")
+                if response.status >= 400:
+                    raise Rejected(f"viber answered HTTP {response.status}")
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise Transient(f"viber {method}: {type(error).__name__}") from error

@@ -1,0 +1,186 @@
+"""Carrying out what a flow step asked for, inside the turn's transaction.
+
+Steps stay pure by returning effects; this is the one place that turns them
+into rows, and puts what the next prompt needs (a reference number, a link
+code, the resident's reports) into the turn's `facts`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.i18n import Translator
+from bot.messages import Inbound
+from flows.core import (
+    Context,
+    CreateLinkCode,
+    Effect,
+    ErasePersonalData,
+    LinkAccounts,
+    LoadPersonalData,
+    LoadReports,
+    Profile,
+    SubmitReport,
+    UpdateProfile,
+)
+from flows.mine import ReportView
+from flows.privacy import PersonalData, StoredReport
+from storage import queries
+from storage.models import Identity, LinkCode, Report, Resident
+
+REFERENCE_PREFIX = {"need": "KV", "dcfta": "DQ"}
+LINK_CODE_LIFETIME = timedelta(minutes=10)
+
+
+def profile_of(resident: Resident, identity: Identity) -> Profile:
+    return Profile(
+        channel=identity.channel,
+        language=resident.language,
+        municipality=resident.municipality,
+        consent=resident.consent,
+        gender=resident.gender,
+        age_group=resident.age_group,
+        display_name=identity.display_name,
+    )
+
+
+def _view(report: Report) -> ReportView:
+    return ReportView(
+        report.reference, report.kind, report.category, report.status, report.created_at
+    )
+
+
+@dataclass
+class Effects:
+    """The effects of one turn: one session, one identity, one inbound event."""
+
+    session: AsyncSession
+    identity: Identity
+    inbound: Inbound
+    tz_name: str
+    erased: bool = False
+
+    async def apply(self, effect: Effect, ctx: Context) -> None:
+        session, identity = self.session, self.identity
+        resident = identity.resident
+        match effect:
+            case UpdateProfile(changes=changes):
+                for name, value in changes.items():
+                    setattr(resident, name, value)
+                if changes.get("consent"):
+                    resident.consent_at = ctx.now
+                    identity.display_name = self.inbound.display_name or identity.display_name
+                self._refresh(ctx)
+            case SubmitReport():
+                ctx.facts["reference"] = await self._submit(effect, ctx)
+            case LoadReports():
+                found = await queries.reports_of(session, resident.id)
+                ctx.facts["reports"] = [_view(r) for r in found]
+            case LoadPersonalData():
+                found = await queries.reports_of(session, resident.id, limit=1000)
+                identities = await resident.awaitable_attrs.identities
+                ctx.facts["personal_data"] = PersonalData(
+                    language=resident.language,
+                    municipality=resident.municipality,
+                    gender=resident.gender,
+                    age_group=resident.age_group,
+                    consent_at=resident.consent_at,
+                    accounts=tuple((i.channel, i.display_name) for i in identities),
+                    reports=tuple(StoredReport(_view(r), r.text) for r in found),
+                )
+            case ErasePersonalData():
+                await queries.anonymise_reports(session, resident.id)
+                await queries.forget_messages(session, resident)
+                await session.delete(resident)
+                await session.flush()
+                self.erased = True
+            case CreateLinkCode():
+                ctx.facts["link_code"] = await self._link_code(ctx)
+            case LinkAccounts(code=code):
+                ctx.facts["linked"] = await self._link(code.strip(), ctx)
+
+    def _refresh(self, ctx: Context) -> None:
+        resident = self.identity.resident
+        ctx.profile = profile_of(resident, self.identity)
+        if resident.language and resident.language != ctx.t.lang:
+            ctx.t = Translator(resident.language, self.tz_name)
+
+    async def _submit(self, effect: SubmitReport, ctx: Context) -> str:
+        resident = self.identity.resident
+        report = Report(
+            reference=f"tmp-{secrets.token_hex(8)}",
+            kind=effect.kind,
+            resident_id=resident.id,
+            channel=self.identity.channel,
+            language=ctx.t.lang,
+            municipality=resident.municipality,
+            category=effect.category,
+            text=effect.text,
+            media=[dict(m) for m in effect.media],
+            latitude=effect.latitude,
+            longitude=effect.longitude,
+            location_municipality=effect.location_municipality,
+            anonymous=effect.anonymous,
+            shared_name=None if effect.anonymous else self.identity.display_name,
+            gender=resident.gender,
+            age_group=resident.age_group,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+        self.session.add(report)
+        await self.session.flush()
+        year = ctx.now.astimezone(ctx.t.tz).year
+        report.reference = f"{REFERENCE_PREFIX[effect.kind]}-{year}-{report.id:06d}"
+        return report.reference
+
+    async def _link_code(self, ctx: Context) -> str:
+        """Six digits are easy to type on any phone; a code in use is never handed out twice."""
+        while True:
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            taken = await self.session.scalar(
+                select(LinkCode.id).where(
+                    LinkCode.code == code, LinkCode.used_at.is_(None), LinkCode.expires_at > ctx.now
+                )
+            )
+            if taken is None:
+                break
+        self.session.add(
+            LinkCode(
+                code=code,
+                resident_id=self.identity.resident_id,
+                created_at=ctx.now,
+                expires_at=ctx.now + LINK_CODE_LIFETIME,
+            )
+        )
+        return code
+
+    async def _link(self, code: str, ctx: Context) -> bool:
+        """This app joins the resident who showed the code; their profile wins."""
+        found = await self.session.scalar(
+            select(LinkCode)
+            .where(LinkCode.code == code, LinkCode.used_at.is_(None), LinkCode.expires_at > ctx.now)
+            .with_for_update()
+        )
+        if found is None or found.resident_id == self.identity.resident_id:
+            return False
+        found.used_at = ctx.now
+        owner = await self.session.get(Resident, found.resident_id)
+        if owner is None:
+            return False
+        joining = self.identity.resident
+        await owner.awaitable_attrs.identities
+        for identity in list(await joining.awaitable_attrs.identities):
+            identity.resident = owner
+        await self.session.execute(
+            update(Report).where(Report.resident_id == joining.id).values(resident_id=owner.id)
+        )
+        await self.session.flush()
+        await self.session.delete(joining)
+        await self.session.flush()
+        self._refresh(ctx)
+        return True
