@@ -48,6 +48,7 @@ class Settings:
     viber_bot_name: str = "Khma"
     viber_avatar_url: str | None = None
     viber_min_api_version: int = 6
+    viber_keyboard_rows: int = 10
     host: str = "127.0.0.1"
     port: int = 8080
     tz_name: str = "Asia/Tbilisi"
@@ -97,6 +98,7 @@ class Settings:
             viber_bot_name=get("VIBER_BOT_NAME") or "Khma",
             viber_avatar_url=get("VIBER_AVATAR_URL"),
             viber_min_api_version=int(get("VIBER_MIN_API_VERSION") or 6),
+            viber_keyboard_rows=int(get("VIBER_KEYBOARD_ROWS") or 10),
             host=get("HOST") or "127.0.0.1",
             port=int(port_text),
             tz_name=get("TZ_NAME") or "Asia/Tbilisi",

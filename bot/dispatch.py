@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import aliased
 
-from bot.channels.base import Channel, Rejected, RetryLater, Unreachable
+from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
 from bot.messages import Reply
 from bot.waiting import rest
 from storage import queries
@@ -127,6 +127,8 @@ class Dispatcher:
             await self._reschedule(row, error.after, str(error), count_attempt=False)
         except Unreachable as error:
             await self._unreachable(row, str(error))
+        except Held as error:
+            await self._finish(row, status="held", error=str(error))
         except Rejected as error:
             log.warning("outbox %s rejected by %s: %s", row.id, row.channel, error)
             await self._finish(row, status="failed", error=str(error))

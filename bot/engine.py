@@ -55,6 +55,9 @@ class Engine:
         self.wakeup = asyncio.Event()
         self.processed = asyncio.Event()
         self.notify: Callable[[], None] = lambda: None
+        # One event at a time per process: SQLite has no SKIP LOCKED, and a webhook answer
+        # (Viber's welcome) may process events alongside the engine's own loop.
+        self._one_at_a_time = asyncio.Lock()
 
     # --- receiving -------------------------------------------------------------
 
@@ -112,8 +115,9 @@ class Engine:
 
     async def process_pending(self) -> int:
         count = 0
-        while await self.process_next():
-            count += 1
+        async with self._one_at_a_time:
+            while await self.process_next():
+                count += 1
         if count:
             self.processed.set()
             self.notify()

@@ -23,31 +23,40 @@ from bot.dispatch import DispatchPolicy
 from storage.db import Database
 from storage.models import InboxEvent, OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
+from tests.fakes.viber_api import ViberSent, ViberStandIn
 
 TOKEN = "123456:TEST-token-never-logged"
 FAST = DispatchPolicy(idle_wait=0.05, first_backoff=0.05)
 
 
-def settings_for(api: TelegramStandIn, **extra: str) -> Settings:
-    env = {
-        "TELEGRAM_TOKEN": api.token,
-        "TELEGRAM_API_URL": api.url,
-        "TELEGRAM_POLL_TIMEOUT": "1",
-        "HOST": "127.0.0.1",
-        "PORT": "0",
-        **extra,
-    }
+def settings_for(api: TelegramStandIn | None, **extra: str) -> Settings:
+    env = {"HOST": "127.0.0.1", "PORT": "0", **extra}
+    if api is not None:
+        env |= {
+            "TELEGRAM_TOKEN": api.token,
+            "TELEGRAM_API_URL": api.url,
+            "TELEGRAM_POLL_TIMEOUT": "1",
+        }
     return Settings.from_env(env)
 
 
 @asynccontextmanager
 async def running_khma(
     db: Database,
-    api: TelegramStandIn,
+    api: TelegramStandIn | None = None,
     *,
+    viber: ViberStandIn | None = None,
     clock: Callable[[], datetime] = utcnow,
     **env: str,
 ) -> AsyncIterator[Khma]:
+    """Khma with Telegram (polling `api`) and/or Viber (`viber`) configured."""
+    if viber is not None:
+        env = {
+            "VIBER_TOKEN": viber.token,
+            "VIBER_API_URL": viber.api_url,
+            "VIBER_WEBHOOK_URL": "https://khma.example.org/webhooks/viber",
+            **env,
+        }
     khma = Khma(settings_for(api, **env), db=db, clock=clock, policy=FAST)
     await khma.start()
     try:
@@ -56,12 +65,12 @@ async def running_khma(
         await khma.stop()
 
 
-async def quiet(db: Database, api: TelegramStandIn, timeout: float = 10.0) -> None:
+async def quiet(db: Database, api: TelegramStandIn | None, timeout: float = 10.0) -> None:
     """Wait until every update is confirmed, processed, and every reply is sent."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         # Telegram's side first: an update is confirmed only after it is stored.
-        unconfirmed = len(api.pending_updates)
+        unconfirmed = len(api.pending_updates) if api is not None else 0
         async with db.transaction() as session:
             inbox = await session.scalar(
                 select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")
@@ -154,3 +163,54 @@ class Resident:
 
 def texts(messages: list[SentMessage]) -> list[str]:
     return [m.text if m.text is not None else (m.caption or "") for m in messages]
+
+
+@dataclass
+class ViberUser:
+    """A Viber user writing to the bot's public account; callbacks are signed and POSTed."""
+
+    api: ViberStandIn
+    db: Database
+    khma: Khma
+    user_id: str
+    language: str = "ka"
+    name: str = "Nino"
+    seen: int = 0
+    answers: list[int] = field(default_factory=list)
+
+    @property
+    def webhook(self) -> str:
+        return f"http://127.0.0.1:{self.khma.port}/webhooks/viber"
+
+    async def _post(self, payload: dict[str, Any]) -> list[ViberSent]:
+        status, _body = await self.api.post_callback(self.webhook, payload)
+        self.answers.append(status)
+        assert status == 200, f"webhook answered {status}"
+        await quiet(self.db, None)
+        messages = self.api.sent_to(self.user_id)
+        new, self.seen = messages[self.seen :], len(messages)
+        return new
+
+    async def opens_chat(self, context: str | None = None) -> dict[str, Any]:
+        """conversation_started: the welcome comes back in the HTTP answer itself."""
+        payload = self.api.conversation_started(
+            self.user_id, name=self.name, language=self.language, context=context
+        )
+        status, body = await self.api.post_callback(self.webhook, payload)
+        assert status == 200
+        self.seen = len(self.api.sent_to(self.user_id))
+        return body
+
+    async def says(self, text: str) -> list[ViberSent]:
+        return await self._post(
+            self.api.text(self.user_id, text, name=self.name, language=self.language)
+        )
+
+    async def taps(self, label: str) -> list[ViberSent]:
+        return await self._post(self.api.press(self.user_id, label))
+
+    async def sends_picture(self, url: str) -> list[ViberSent]:
+        return await self._post(self.api.picture(self.user_id, url))
+
+    async def sends_location(self, lat: float, lon: float) -> list[ViberSent]:
+        return await self._post(self.api.location(self.user_id, lat, lon))

@@ -50,7 +50,7 @@ BUTTON_PREFIX = "btn:"
 TEXT_LIMIT = 6500
 CAPTION_LIMIT = 768
 SENDER_NAME_LIMIT = 28
-# Rows of buttons on one keyboard page; a page row holds up to 6 columns.
+# Rows of buttons on one keyboard page by default; a row holds up to 6 columns.
 PAGE_ROWS = 10
 # A label longer than this gets a row of its own: Georgian and Armenian words are long.
 SHARED_ROW_LABEL = 14
@@ -72,6 +72,7 @@ MESSAGE_KINDS = {
     "contact": Kind.CONTACT,
     "sticker": Kind.STICKER,
 }
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 UNREACHABLE_STATUSES = {5, 6, 7}
 HELD_STATUSES = {12}
 RETRY_STATUSES = {1, 2, 10, 11, 23, 24}
@@ -107,12 +108,12 @@ def _button(button: Button, columns: int) -> dict[str, Any]:
     }
 
 
-def keyboard(reply: Reply) -> dict[str, Any] | None:
-    """A Viber rich keyboard; long lists are paged with ◀ and ▶."""
-    rows = _rows(reply.buttons)
-    if not rows:
+def keyboard(reply: Reply, rows: int = PAGE_ROWS) -> dict[str, Any] | None:
+    """A Viber rich keyboard; lists longer than `rows` rows are paged with ◀ and ▶."""
+    laid_out = _rows(reply.buttons)
+    if not laid_out:
         return None
-    pages = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)]
+    pages = [laid_out[i : i + rows] for i in range(0, len(laid_out), rows)]
     page = min(max(reply.page, 0), len(pages) - 1)
     buttons = [_button(b, 6 // len(row)) for row in pages[page] for b in row]
     if len(pages) > 1:
@@ -313,12 +314,12 @@ class ViberChannel:
             pieces = split_text(text, TEXT_LIMIT)
             for index, piece in enumerate(pieces):
                 last = index == len(pieces) - 1
-                board = keyboard(reply) if last else None
+                board = keyboard(reply, self.settings.viber_keyboard_rows) if last else None
                 messages.append(
                     TextMessage(text=piece, keyboard=board, min_api_version=version).to_dict()
                 )
         elif reply.buttons and messages:
-            messages[-1]["keyboard"] = keyboard(reply)
+            messages[-1]["keyboard"] = keyboard(reply, self.settings.viber_keyboard_rows)
         for message in messages:
             message["sender"] = dict(self.sender)
             if not message.get("keyboard"):
@@ -348,7 +349,12 @@ class ViberChannel:
     async def _call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         assert self._http is not None, "ViberChannel.start() first"
         try:
-            async with self._http.post(f"{self.api_url}/{method}", json=payload) as response:
+            # Unescaped UTF-8: a Georgian letter is 3 bytes, not a 6-byte \uXXXX escape,
+            # which keeps long texts within Viber's 30 KB request limit.
+            body = json.dumps(payload, ensure_ascii=False).encode()
+            async with self._http.post(
+                f"{self.api_url}/{method}", data=body, headers=JSON_HEADERS
+            ) as response:
                 if response.status == 429:
                     raise RetryLater(float(response.headers.get("Retry-After", "1")))
                 if response.status >= 500:
