@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from storage.models import InboxEvent, OutboxMessage
+from bot.i18n import Translator
+from flows.content import load_content
+from flows.onboarding import ENDONYMS, MUNICIPALITY_FROM_LINK
+from storage.models import Identity, InboxEvent, OutboxMessage
 from tests.fakes.viber_api import ViberStandIn
-from tests.harness import quiet, running_khma
+from tests.harness import ViberUser, quiet, running_khma
 
 USER = "01234567890A="
 IMAGE = "https://dl-media.viber.com/1/share/2/long/bots/generic-message/media.jpg"
@@ -129,3 +132,28 @@ async def test_welcome_answer_is_a_valid_send_message_without_receiver(db) -> No
         assert len(json.dumps(body, ensure_ascii=False).encode()) < 30_000
         [welcome] = viber.sent_to(USER)
         assert welcome.method == "welcome"
+
+
+async def test_a_deep_link_context_works_like_telegrams_start_payload(db) -> None:
+    async with ViberStandIn() as viber, running_khma(db, viber=viber) as khma:
+        user = ViberUser(viber, db, khma, USER, language="az")
+        await user.opens_chat(context="marneuli")
+        [from_link, _privacy] = await user.taps(ENDONYMS["az"])
+        name = load_content().municipality("marneuli").names["az"]
+        assert from_link.text == Translator("az")(MUNICIPALITY_FROM_LINK, municipality=name)
+
+
+async def test_unsubscribing_marks_the_resident_unreachable_until_they_return(db) -> None:
+    async with ViberStandIn() as viber, running_khma(db, viber=viber) as khma:
+        url = f"http://127.0.0.1:{khma.port}/webhooks/viber"
+        await viber.post_callback(url, viber.text(USER, "Salam"))
+        await viber.post_callback(url, viber.unsubscribed(USER))
+        await quiet(db, None)
+        async with db.transaction() as session:
+            identity = await session.scalar(select(Identity))
+            assert identity.unreachable_at is not None
+        await viber.post_callback(url, viber.subscribed(USER))
+        await quiet(db, None)
+        async with db.transaction() as session:
+            identity = await session.scalar(select(Identity))
+            assert identity.unreachable_at is None
