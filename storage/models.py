@@ -166,6 +166,12 @@ class OutboxMessage(Base):
     claimed_until: Mapped[datetime | None]
     platform_message_id: Mapped[str | None] = mapped_column(String(64))
     delivery_status: Mapped[str | None] = mapped_column(String(16))
+    broadcast_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("broadcasts.id", ondelete="SET NULL"), index=True
+    )
+    # Set for messages that must exist at most once (a reminder, a follow-up), so two
+    # processes or a rerun after a crash cannot create them twice.
+    dedupe_key: Mapped[str | None] = mapped_column(String(96), unique=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -196,6 +202,9 @@ class Report(Base):
     gender: Mapped[str | None] = mapped_column(String(16))
     age_group: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="received")
+    answer: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None]
+    followup_answer: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -213,3 +222,110 @@ class LinkCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class StaffMember(Base):
+    """Someone from a CSO, known by their app account; `role` says what they may do."""
+
+    __tablename__ = "staff"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_staff_channel_address"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Broadcast(Base):
+    """An announcement: a text per language, an audience, and when to send it."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    texts: Mapped[dict[str, Any]]
+    photo_id: Mapped[str | None] = mapped_column(String(512))
+    link: Mapped[str | None] = mapped_column(String(512))
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    send_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """A community meeting or training residents can RSVP to."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    titles: Mapped[dict[str, Any]]
+    descriptions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    starts_at: Mapped[datetime] = mapped_column(index=True)
+    place: Mapped[str] = mapped_column(String(256))
+    municipality: Mapped[str | None] = mapped_column(String(32), index=True)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rsvp(Base):
+    __tablename__ = "rsvps"
+    __table_args__ = (UniqueConstraint("event_id", "resident_id", name="uq_rsvps_event_resident"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id", ondelete="CASCADE"))
+    resident_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("residents.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="going")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(Base):
+    """An advocacy campaign residents follow; staff post updates to its followers."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    titles: Mapped[dict[str, Any]]
+    descriptions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CampaignFollower(Base):
+    __tablename__ = "campaign_followers"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "resident_id", name="uq_campaign_followers_pair"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    resident_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("residents.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaqEntry(Base):
+    """A resident's DCFTA question and its answer, promoted by staff to the FAQ."""
+
+    __tablename__ = "faq_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    topic: Mapped[str | None] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    report_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("reports.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
