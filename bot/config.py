@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
@@ -34,6 +35,25 @@ def _load_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+def _quiet_hours(text: str) -> tuple[time, time] | None:
+    """`22:00-09:00` (Tbilisi time) or `off`: when bulk messages wait for the morning."""
+    if text.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError as error:
+        raise ConfigError(f"QUIET_HOURS must look like 22:00-09:00 or off, got {text!r}") from error
+    return start, end
+
+
+def _languages(text: str) -> tuple[str, ...]:
+    order = tuple(code.strip() for code in text.split(",") if code.strip())
+    unknown = set(order) - set(LANGUAGES)
+    if unknown:
+        raise ConfigError(f"LANGUAGE_FALLBACK has unknown languages: {sorted(unknown)}")
+    return order
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite+aiosqlite:///data/khma.db"
@@ -55,6 +75,15 @@ class Settings:
     active_municipalities: tuple[str, ...] = field(default_factory=tuple)
     max_text_length: int = 2000
     poll_timeout: int = 25
+    telegram_rate: float = 30.0
+    telegram_chat_rate: float = 1.0
+    viber_rate: float = 30.0
+    viber_chat_rate: float = 1.0
+    viber_message_price: float = 0.0
+    quiet_hours: tuple[time, time] | None = (time(22, 0), time(9, 0))
+    language_fallback: tuple[str, ...] = ("ka", "ru", "az", "hy")
+    reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24), timedelta(hours=2))
+    followup_after: timedelta = timedelta(weeks=4)
     dispatch_lease: float = 60.0
     log_level: str = "INFO"
 
@@ -106,6 +135,17 @@ class Settings:
             max_text_length=int(get("MAX_TEXT_LENGTH") or 2000),
             poll_timeout=int(get("TELEGRAM_POLL_TIMEOUT") or 25),
             dispatch_lease=float(get("DISPATCH_LEASE_SECONDS") or 60),
+            telegram_rate=float(get("TELEGRAM_RATE") or 30),
+            telegram_chat_rate=float(get("TELEGRAM_CHAT_RATE") or 1),
+            viber_rate=float(get("VIBER_RATE") or 30),
+            viber_chat_rate=float(get("VIBER_CHAT_RATE") or 1),
+            viber_message_price=float(get("VIBER_MESSAGE_PRICE") or 0),
+            quiet_hours=_quiet_hours(get("QUIET_HOURS") or "22:00-09:00"),
+            language_fallback=_languages(get("LANGUAGE_FALLBACK") or "ka,ru,az,hy"),
+            reminder_offsets=tuple(
+                timedelta(hours=float(h)) for h in (get("REMINDER_HOURS") or "24,2").split(",")
+            ),
+            followup_after=timedelta(days=float(get("FOLLOWUP_DAYS") or 28)),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.messages import Inbound, Kind, Reply
-from flows import BEFORE_LANGUAGE, COMMANDS, Registry
+from bot.staff import can
+from flows import (
+    BEFORE_LANGUAGE,
+    CAMPAIGN_LINK,
+    COMMANDS,
+    GLOBAL_BUTTONS,
+    STAFF_COMMANDS,
+    Registry,
+)
 from flows.core import IDLE, Context, Effect, Outcome
 from flows.menu import UNKNOWN_COMMAND
 
@@ -91,17 +99,37 @@ class Conversation:
         if command is not None:
             if command.name == "start":
                 return self._restart(ctx, inbound, command.argument)
+            if command.name in STAFF_COMMANDS:
+                permission, target = STAFF_COMMANDS[command.name]
+                ctx.data.clear()
+                if not can(ctx.profile.staff_role, permission):
+                    return Outcome(goto="menu.main")
+                ctx.facts["argument"] = command.argument
+                return Outcome(goto=target)
             target = COMMANDS.get(command.name)
             if target is None:
                 say = Reply(ctx.t(UNKNOWN_COMMAND, command="/" + command.name))
                 return Outcome(say=[say], goto="menu.main")
             ctx.data.clear()
             return Outcome(goto=target)
+        handler = self._global_button(inbound)
+        if handler is not None:
+            return handler(ctx)
         if state.step and inbound.kind is Kind.BUTTON and (inbound.payload or "").startswith(PAGE):
             return self._page(state, inbound, ctx)
         if state.step:
             return self.registry.step(state.step).handle(ctx, inbound)
         return Outcome(goto="menu.main")
+
+    def _global_button(self, inbound: Inbound) -> Callable[[Context], Outcome] | None:
+        """Buttons under notices (a follow-up, a reminder) work from any step."""
+        if inbound.kind is not Kind.BUTTON or not inbound.payload:
+            return None
+        for prefix, handle in GLOBAL_BUTTONS.items():
+            if inbound.payload.startswith(prefix + ":"):
+                argument = inbound.payload[len(prefix) + 1 :]
+                return lambda ctx: handle(ctx, argument)
+        return None
 
     def _page(self, state: State, inbound: Inbound, ctx: Context) -> Outcome:
         """Another page of a long keyboard (Viber): the same question, other buttons."""
@@ -122,6 +150,9 @@ class Conversation:
                 ctx.data["municipality"] = payload
         if ctx.profile.language is None or ctx.profile.consent is None:
             return Outcome(goto="onboarding.language")
+        if payload.startswith(CAMPAIGN_LINK) and ctx.profile.consent:
+            ctx.facts["follow"] = payload[len(CAMPAIGN_LINK) :]
+            return Outcome(goto="campaigns.from_link")
         return Outcome(goto="menu.welcome_back")
 
     async def turn(self, state: State, inbound: Inbound, ctx: Context) -> tuple[list[Reply], State]:

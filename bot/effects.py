@@ -14,31 +14,47 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.config import Settings
 from bot.i18n import Translator
 from bot.messages import Inbound
+from bot.outreach import campaigns, events, loop
+from bot.staff import can
+from bot.staff_actions import PERMISSION, StaffActions
+from flows.campaigns import CampaignView
+from flows.content import Content
 from flows.core import (
+    AnswerFollowup,
+    Attend,
     Context,
     CreateLinkCode,
     Effect,
     ErasePersonalData,
+    Follow,
     LinkAccounts,
+    LoadCampaigns,
+    LoadEvents,
     LoadPersonalData,
     LoadReports,
     Profile,
+    StaffAction,
     SubmitReport,
     UpdateProfile,
 )
+from flows.events import EventView
 from flows.mine import ReportView
+from flows.notices import pick
 from flows.privacy import PersonalData, StoredReport
 from storage import queries
-from storage.models import Identity, LinkCode, Report, Resident
+from storage.db import Database
+from storage.models import Identity, LinkCode, Report, Resident, Rsvp
 
 REFERENCE_PREFIX = {"need": "KV", "dcfta": "DQ"}
 LINK_CODE_LIFETIME = timedelta(minutes=10)
 
 
-def profile_of(resident: Resident, identity: Identity) -> Profile:
+def profile_of(resident: Resident, identity: Identity, staff_role: str | None = None) -> Profile:
     return Profile(
+        staff_role=staff_role,
         channel=identity.channel,
         language=resident.language,
         municipality=resident.municipality,
@@ -62,8 +78,16 @@ class Effects:
     session: AsyncSession
     identity: Identity
     inbound: Inbound
-    tz_name: str
+    db: Database
+    settings: Settings
+    content: Content
+    staff_role: str | None = None
     erased: bool = False
+    schedule_changed: bool = False
+
+    @property
+    def tz_name(self) -> str:
+        return self.settings.tz_name
 
     async def apply(self, effect: Effect, ctx: Context) -> None:
         session, identity = self.session, self.identity
@@ -103,10 +127,74 @@ class Effects:
                 ctx.facts["link_code"] = await self._link_code(ctx)
             case LinkAccounts(code=code):
                 ctx.facts["linked"] = await self._link(code.strip(), ctx)
+            case LoadEvents():
+                ctx.facts["events"] = await self._events(ctx)
+            case Attend(event_id=event_id, attend=attend):
+                ctx.facts["rsvp"] = await events.rsvp(session, event_id, resident.id, attend)
+            case LoadCampaigns():
+                ctx.facts["campaigns"] = await self._campaigns(ctx)
+            case Follow(code=code, on=on):
+                found = await campaigns.by_code(session, code)
+                ctx.facts["campaign"] = None
+                if found is not None and found.status == "active":
+                    await campaigns.follow(session, found.id, resident.id, on)
+                    fallback = self.settings.language_fallback
+                    ctx.facts["campaign"] = pick(found.titles, ctx.t.lang, fallback) or code
+                    ctx.facts["following"] = on
+            case AnswerFollowup(report_id=report_id, answer=answer):
+                ctx.facts["followup"] = await loop.record_followup(
+                    session, report_id, resident.id, answer, ctx.now
+                )
+            case StaffAction(name=name, args=args):
+                if not can(self.staff_role, PERMISSION[name]):
+                    raise PermissionError(f"{self.staff_role} may not {name}")
+                actions = StaffActions(
+                    session,
+                    self.db,
+                    self.settings,
+                    self.content,
+                    ctx.now,
+                    ctx.t.lang,
+                    self.identity.display_name or self.identity.address,
+                )
+                ctx.facts["staff"] = await actions.run(name, args)
+                self.schedule_changed = self.schedule_changed or actions.schedule_changed
+
+    async def _events(self, ctx: Context) -> list[EventView]:
+        resident = self.identity.resident
+        found = await events.upcoming_for(self.session, resident.municipality, ctx.now)
+        mine = {
+            r.event_id
+            for r in (
+                await self.session.execute(
+                    select(Rsvp).where(Rsvp.resident_id == resident.id, Rsvp.status == "going")
+                )
+            ).scalars()
+        }
+        fallback = self.settings.language_fallback
+        return [
+            EventView(
+                e.id, events.title_in(e, ctx.t.lang, fallback), e.starts_at, e.place, e.id in mine
+            )
+            for e in found
+        ]
+
+    async def _campaigns(self, ctx: Context) -> list[CampaignView]:
+        following = await campaigns.followed_by(self.session, self.identity.resident_id)
+        fallback = self.settings.language_fallback
+        return [
+            CampaignView(
+                c.code,
+                pick(c.titles, ctx.t.lang, fallback) or c.code,
+                pick(c.descriptions, ctx.t.lang, fallback) or "",
+                c.id in following,
+            )
+            for c in await campaigns.active(self.session)
+        ]
 
     def _refresh(self, ctx: Context) -> None:
         resident = self.identity.resident
-        ctx.profile = profile_of(resident, self.identity)
+        ctx.profile = profile_of(resident, self.identity, self.staff_role)
         if resident.language and resident.language != ctx.t.lang:
             ctx.t = Translator(resident.language, self.tz_name)
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import staff
 from bot.config import LANGUAGES, Settings
 from bot.conversation import Conversation, State
 from bot.effects import Effects, profile_of
@@ -55,6 +56,8 @@ class Engine:
         self.wakeup = asyncio.Event()
         self.processed = asyncio.Event()
         self.notify: Callable[[], None] = lambda: None
+        # Set when a turn scheduled something for later, so the scheduler looks again.
+        self.schedule_changed = asyncio.Event()
         # One event at a time per process: SQLite has no SKIP LOCKED, and a webhook answer
         # (Viber's welcome) may process events alongside the engine's own loop.
         self._one_at_a_time = asyncio.Lock()
@@ -186,19 +189,24 @@ class Engine:
         if resident.consent and inbound.display_name:
             identity.display_name = inbound.display_name
         await queries.release_held(session, inbound.channel, inbound.address)
+        staff_role = await staff.role_of(session, inbound.channel, inbound.address)
         ctx = Context(
             t=Translator(resident.language or "en", self.settings.tz_name),
-            profile=profile_of(resident, identity),
+            profile=profile_of(resident, identity, staff_role),
             now=now,
             content=self.content,
             max_text_length=self.settings.max_text_length,
         )
-        effects = Effects(session, identity, inbound, self.settings.tz_name)
+        effects = Effects(
+            session, identity, inbound, self.db, self.settings, self.content, staff_role
+        )
         state = State.from_json(identity.flow_step, identity.flow_data)
         replies, state = await Conversation(REGISTRY, effects.apply).turn(state, inbound, ctx)
         if not effects.erased:
             identity.flow_step = state.step or None
             identity.flow_data = state.to_json()
+        if effects.schedule_changed:
+            self.schedule_changed.set()
         # Viber allows one message before a resident subscribes: the answer to the opening.
         status = "welcome" if inbound.kind is Kind.START else "pending"
         for reply in replies:

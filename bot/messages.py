@@ -74,6 +74,7 @@ class Reply:
     photo_id: str | None = None
     edit_message_id: str | None = None
     page: int = 0
+    document: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text}
@@ -85,6 +86,8 @@ class Reply:
             data["edit_message_id"] = self.edit_message_id
         if self.page:
             data["page"] = self.page
+        if self.document:
+            data["document"] = self.document
         return data
 
     @classmethod
@@ -96,6 +99,7 @@ class Reply:
             photo_id=data.get("photo_id"),
             edit_message_id=data.get("edit_message_id"),
             page=data.get("page", 0),
+            document=data.get("document"),
         )
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from flows.core import Flow, Step
+from flows.campaigns import campaigns
+from flows.core import Context, Flow, Outcome, Step
 from flows.dcfta import dcfta
+from flows.events import events, leave_from_reminder
+from flows.followup import answered, followup
 from flows.menu import menu
 from flows.mine import mine
 from flows.onboarding import onboarding
 from flows.privacy import privacy
 from flows.report import report
 from flows.settings import settings
+from flows.staff import staff
 
 # Commands work at any step; each names the step it leads to.
 COMMANDS = {
@@ -25,6 +30,24 @@ COMMANDS = {
 }
 # What a resident who has not finished choosing a language may still do.
 BEFORE_LANGUAGE = {"start", "language", "help"}
+# Staff commands: the permission each needs and the step it leads to. Anyone else who
+# types one simply gets the menu, so residents never see them.
+STAFF_COMMANDS = {
+    "broadcast": ("broadcast", "staff.text_ka"),
+    "broadcast_status": ("broadcast", "staff.broadcast_status"),
+    "status": ("answer", "staff.status"),
+    "answer": ("answer", "staff.answer"),
+    "stats": ("read", "staff.stats"),
+    "export": ("export", "staff.export"),
+    "events": ("events", "staff.events"),
+    "campaigns": ("campaigns", "staff.campaigns"),
+}
+# Buttons under notices work whatever the resident is doing: `prefix:argument`.
+GLOBAL_BUTTONS: dict[str, Callable[[Context, str], Outcome]] = {
+    "fu": answered,
+    "ev:leave": leave_from_reminder,
+}
+CAMPAIGN_LINK = "campaign-"
 
 
 @dataclass(frozen=True)
@@ -36,4 +59,5 @@ class Registry:
         return self.flows[flow].steps[name]
 
 
-REGISTRY = Registry({f.name: f for f in (onboarding, menu, report, dcfta, mine, settings, privacy)})
+ALL_FLOWS = (onboarding, menu, report, dcfta, mine, settings, privacy, events, campaigns, followup)
+REGISTRY = Registry({f.name: f for f in (*ALL_FLOWS, staff)})

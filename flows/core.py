@@ -42,6 +42,7 @@ class Profile:
     gender: str | None = None
     age_group: str | None = None
     display_name: str | None = None
+    staff_role: str | None = None
 
 
 @dataclass
@@ -110,8 +111,57 @@ class LinkAccounts:
     code: str
 
 
+@dataclass(frozen=True)
+class LoadEvents:
+    """Upcoming events for the resident's municipality into `facts["events"]`."""
+
+
+@dataclass(frozen=True)
+class Attend:
+    """RSVP (or cancel); the result (`going`, `cancelled`, `full`, `gone`) in `facts["rsvp"]`."""
+
+    event_id: int
+    attend: bool
+
+
+@dataclass(frozen=True)
+class LoadCampaigns:
+    """Active campaigns, and which the resident follows, into `facts["campaigns"]`."""
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Follow or unfollow a campaign by code; its title (or None) in `facts["campaign"]`."""
+
+    code: str
+    on: bool = True
+
+
+@dataclass(frozen=True)
+class AnswerFollowup:
+    """Was a resolved report really fixed? The reference comes back in `facts["followup"]`."""
+
+    report_id: int
+    answer: str
+
+
+@dataclass(frozen=True)
+class StaffAction:
+    """Something only staff may do; `name` says what, `args` how; the engine checks the role
+    and puts the outcome (a summary to show) in `facts["staff"]`."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
 Effect = (
     UpdateProfile
+    | LoadEvents
+    | Attend
+    | LoadCampaigns
+    | Follow
+    | AnswerFollowup
+    | StaffAction
     | SubmitReport
     | LoadReports
     | LoadPersonalData

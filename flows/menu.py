@@ -5,6 +5,9 @@ from __future__ import annotations
 from bot.i18n import _
 from flows.core import Choice, Choose, Context, Do, Flow, Outcome, say
 
+EVENTS = _("📅 Events")
+CAMPAIGNS = _("📣 Campaigns")
+
 WHAT_NEXT = _("What would you like to do?")
 REPORT = _("📝 Report a need")
 DCFTA = _("🇪🇺 Trade with the EU (DCFTA)")
@@ -39,6 +42,8 @@ def menu_choices(ctx: Context) -> list[Choice]:
             Choice("report", REPORT),
             Choice("dcfta", DCFTA),
             Choice("mine", MINE),
+            Choice("events", EVENTS),
+            Choice("campaigns", CAMPAIGNS),
             Choice("settings", SETTINGS),
             Choice("help", HELP),
         ]
@@ -54,6 +59,8 @@ ROUTES = {
     "report": "report.category",
     "dcfta": "dcfta.topics",
     "mine": "mine.load",
+    "events": "events.load",
+    "campaigns": "campaigns.load",
     "settings": "settings.main",
     "help": "menu.help",
     "join": "onboarding.municipality",

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from bot.config import LANGUAGES
 from bot.i18n import Translator, _
-from flows.core import Choice, Choose, Context, Flow, Outcome, UpdateProfile, say
+from flows.core import (
+    Choice,
+    Choose,
+    Context,
+    Effect,
+    Flow,
+    Follow,
+    Outcome,
+    UpdateProfile,
+    say,
+)
 
 ENDONYMS = {"ka": "ქართული", "az": "Azərbaycan dili", "hy": "Հայերեն", "ru": "Русский"}
 
@@ -98,9 +108,13 @@ def privacy_answered(ctx: Context, answer: str) -> Outcome:
             effects=[UpdateProfile({"consent": False})],
         )
     changes = {"consent": True, "municipality": ctx.data.get("municipality")}
-    if ctx.data.get("source"):
-        changes["source"] = ctx.data["source"]
-    return Outcome(goto="onboarding.gender", effects=[UpdateProfile(changes)])
+    effects: list[Effect] = [UpdateProfile(changes)]
+    source = ctx.data.get("source") or ""
+    if source:
+        changes["source"] = source
+    if source.startswith("campaign-"):
+        effects.append(Follow(source.removeprefix("campaign-"), True))
+    return Outcome(goto="onboarding.gender", effects=effects)
 
 
 def gender_chosen(ctx: Context, gender: str) -> Outcome:

@@ -15,7 +15,7 @@ import pytest
 from bot.export import ExportFilter, write_export
 from bot.i18n import Translator
 from flows.content import load_content
-from flows.menu import DCFTA, HELP, MINE, REPORT, SETTINGS, WHAT_NEXT
+from flows.menu import CAMPAIGNS, DCFTA, EVENTS, HELP, MINE, REPORT, SETTINGS, WHAT_NEXT
 from flows.mine import STATUS
 from flows.onboarding import (
     AGREE,
@@ -90,7 +90,15 @@ async def test_resident_reports_two_needs_and_finds_them(db, tmp_path, lang: str
         [done, menu] = await resident.taps("30–44")
         assert done.text == t(ALL_SET)
         assert menu.text == t(WHAT_NEXT)
-        assert menu.button_texts == [t(REPORT), t(DCFTA), t(MINE), t(SETTINGS), t(HELP)]
+        assert menu.button_texts == [
+            t(REPORT),
+            t(DCFTA),
+            t(MINE),
+            t(EVENTS),
+            t(CAMPAIGNS),
+            t(SETTINGS),
+            t(HELP),
+        ]
         transcript += [question, privacy, gender, age, done, menu]
 
         # A first report: water, described in words, a typed village, anonymous.

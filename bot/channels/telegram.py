@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
@@ -258,6 +259,17 @@ class TelegramChannel:
             )
             return reply.edit_message_id if result is True else str(result.message_id)
         text = reply.text
+        if reply.document:
+            path = Path(reply.document)
+            data = await asyncio.to_thread(path.read_bytes)
+            sent = await self.bot.send_document(
+                chat_id=chat_id,
+                document=data,
+                filename=path.name,
+                caption=text[:CAPTION_LIMIT],
+                reply_markup=markup,
+            )
+            return str(sent.message_id)
         if reply.photo_id:
             caption = text if len(text) <= CAPTION_LIMIT else None
             sent = await self.bot.send_photo(

@@ -1,0 +1,130 @@
+"""Who a broadcast reaches: residents who consented, filtered as staff chose.
+
+The same query counts the audience before staff confirm (per platform, how many
+get another language, how many Viber messages fall outside the free 24-hour
+window) and then lists it when the broadcast goes out, so what staff were shown
+is what happens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Campaign, CampaignFollower, Identity, Resident, Rsvp
+
+VIBER_SESSION = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Audience:
+    languages: tuple[str, ...] = ()
+    municipalities: tuple[str, ...] = ()
+    genders: tuple[str, ...] = ()
+    age_groups: tuple[str, ...] = ()
+    campaign: str | None = None
+    event_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in self.__dict__.items()
+            if value
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Audience:
+        return cls(
+            languages=tuple(data.get("languages", ())),
+            municipalities=tuple(data.get("municipalities", ())),
+            genders=tuple(data.get("genders", ())),
+            age_groups=tuple(data.get("age_groups", ())),
+            campaign=data.get("campaign"),
+            event_id=data.get("event_id"),
+        )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    resident_id: int
+    language: str
+    channel: str
+    last_inbound_at: datetime | None
+
+
+@dataclass
+class AudienceSummary:
+    per_channel: Counter[str] = field(default_factory=Counter)
+    fallback: Counter[str] = field(default_factory=Counter)
+    viber_outside_window: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_channel.values())
+
+
+def residents(audience: Audience) -> Select[tuple[Resident]]:
+    query = select(Resident).where(Resident.consent.is_(True), Resident.language.is_not(None))
+    if audience.languages:
+        query = query.where(Resident.language.in_(audience.languages))
+    if audience.municipalities:
+        query = query.where(Resident.municipality.in_(audience.municipalities))
+    if audience.genders:
+        query = query.where(Resident.gender.in_(audience.genders))
+    if audience.age_groups:
+        query = query.where(Resident.age_group.in_(audience.age_groups))
+    if audience.campaign:
+        query = query.where(
+            exists()
+            .where(CampaignFollower.resident_id == Resident.id)
+            .where(CampaignFollower.campaign_id == Campaign.id)
+            .where(Campaign.code == audience.campaign)
+        )
+    if audience.event_id is not None:
+        query = query.where(
+            exists().where(
+                Rsvp.resident_id == Resident.id,
+                Rsvp.event_id == audience.event_id,
+                Rsvp.status == "going",
+            )
+        )
+    reachable = exists().where(
+        Identity.resident_id == Resident.id, Identity.unreachable_at.is_(None)
+    )
+    return query.where(reachable).order_by(Resident.id)
+
+
+async def summarise(
+    session: AsyncSession, audience: Audience, texts: dict[str, str], now: datetime
+) -> AudienceSummary:
+    """Counts staff see before confirming; a resident counts once, on the app used last."""
+    summary = AudienceSummary()
+    found = (await session.execute(residents(audience))).scalars()
+    ids = {r.id: r for r in found}
+    if not ids:
+        return summary
+    identities = (
+        await session.execute(
+            select(Identity)
+            .where(Identity.resident_id.in_(ids), Identity.unreachable_at.is_(None))
+            .order_by(Identity.resident_id, Identity.last_inbound_at.desc().nulls_last())
+        )
+    ).scalars()
+    seen: set[int] = set()
+    for identity in identities:
+        if identity.resident_id in seen:
+            continue
+        seen.add(identity.resident_id)
+        summary.per_channel[identity.channel] += 1
+        language = ids[identity.resident_id].language
+        if not texts.get(language or ""):
+            summary.fallback[language or ""] += 1
+        last = identity.last_inbound_at
+        if identity.channel == "viber" and (last is None or now - last > VIBER_SESSION):
+            summary.viber_outside_window += 1
+    return summary

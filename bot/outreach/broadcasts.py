@@ -1,0 +1,150 @@
+"""Broadcasts: create, preview, send now or later, cancel, and count what happened."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.messages import Reply
+from bot.outreach.audience import Audience, residents
+from bot.outreach.notices import BULK, enqueue
+from flows.notices import pick
+from storage.models import Broadcast, OutboxMessage
+
+
+@dataclass(frozen=True)
+class Progress:
+    queued: int
+    sent: int
+    delivered: int
+    failed: int
+    unreachable: int
+    cancelled: int
+
+    @property
+    def waiting(self) -> int:
+        return self.queued
+
+
+def _reply(broadcast: Broadcast, lang: str, fallback: tuple[str, ...]) -> Reply:
+    text = pick(broadcast.texts, lang, fallback) or ""
+    if broadcast.link:
+        text = f"{text}\n\n{broadcast.link}"
+    return Reply(text=text, photo_id=broadcast.photo_id)
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    texts: dict[str, str],
+    audience: Audience,
+    now: datetime,
+    send_at: datetime | None = None,
+    photo_id: str | None = None,
+    link: str | None = None,
+    created_by: str | None = None,
+) -> Broadcast:
+    """A confirmed broadcast: `scheduled`, due at `send_at` (now when not given)."""
+    if not any(texts.values()):
+        raise ValueError("a broadcast needs a text in at least one language")
+    broadcast = Broadcast(
+        texts={k: v for k, v in texts.items() if v},
+        audience=audience.to_json(),
+        status="scheduled",
+        send_at=send_at or now,
+        photo_id=photo_id,
+        link=link,
+        created_by=created_by,
+        created_at=now,
+    )
+    session.add(broadcast)
+    await session.flush()
+    return broadcast
+
+
+async def start_due(
+    session: AsyncSession, now: datetime, fallback: tuple[str, ...], tz_name: str
+) -> int:
+    """Turn every broadcast whose time has come into outbox rows, exactly once."""
+    due = (
+        await session.execute(
+            select(Broadcast)
+            .where(Broadcast.status == "scheduled", Broadcast.send_at <= now)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    queued = 0
+    for broadcast in list(due):
+        broadcast.status = "sending"
+        broadcast.started_at = now
+        audience = Audience.from_json(broadcast.audience)
+        for resident in (await session.execute(residents(audience))).scalars():
+            queued += await enqueue(
+                session,
+                resident,
+                lambda t, b=broadcast: _reply(b, t.lang, fallback),
+                now=now,
+                kind="broadcast",
+                priority=BULK,
+                tz_name=tz_name,
+                dedupe_key=f"bc:{broadcast.id}:{resident.id}",
+                broadcast_id=broadcast.id,
+            )
+    return queued
+
+
+async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> bool:
+    broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
+    if broadcast is None or broadcast.status in ("cancelled", "done"):
+        return False
+    broadcast.status = "cancelled"
+    broadcast.cancelled_at = now
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.status == "pending")
+        .values(status="cancelled")
+    )
+    return True
+
+
+async def progress(session: AsyncSession, broadcast_id: int) -> Progress:
+    rows = await session.execute(
+        select(OutboxMessage.status, OutboxMessage.delivery_status, func.count())
+        .where(OutboxMessage.broadcast_id == broadcast_id)
+        .group_by(OutboxMessage.status, OutboxMessage.delivery_status)
+    )
+    by_status: Counter[str] = Counter()
+    delivered = 0
+    for status, delivery, count in rows:
+        by_status[status] += count
+        if delivery in ("delivered", "seen"):
+            delivered += count
+    return Progress(
+        queued=by_status["pending"] + by_status["sending"] + by_status["held"],
+        sent=by_status["sent"],
+        delivered=delivered,
+        failed=by_status["failed"],
+        unreachable=by_status["unreachable"],
+        cancelled=by_status["cancelled"],
+    )
+
+
+async def finish_sent(session: AsyncSession) -> None:
+    """A sending broadcast with nothing left to send is done."""
+    sending = (
+        await session.execute(select(Broadcast).where(Broadcast.status == "sending"))
+    ).scalars()
+    for broadcast in list(sending):
+        if (await progress(session, broadcast.id)).queued == 0:
+            broadcast.status = "done"
+
+
+async def upcoming(session: AsyncSession, now: datetime) -> list[datetime]:
+    found = await session.execute(
+        select(Broadcast.send_at).where(Broadcast.status == "scheduled", Broadcast.send_at > now)
+    )
+    return [moment for moment in found.scalars() if moment is not None]

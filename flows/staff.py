@@ -1,0 +1,467 @@
+"""Staff commands in the chat: broadcast, answer, change a status, see figures, export.
+
+They are conversations like the residents' ones, in the staff member's own
+language; what they do is asked of the engine as `StaffAction` effects, which
+check the role again before anything happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from bot.config import LANGUAGES
+from bot.i18n import _, ngettext
+from flows.core import (
+    Ask,
+    Choice,
+    Choose,
+    Context,
+    Do,
+    Flow,
+    Outcome,
+    StaffAction,
+    say,
+)
+from flows.mine import STATUS
+from flows.onboarding import ENDONYMS, municipalities
+from flows.report import CATEGORY_LABELS
+
+WRITE_TEXT = _("New broadcast. Write the text in {language}, or tap “Skip”.")
+NO_TEXT = _("A broadcast needs a text in at least one language. Start again with /broadcast.")
+WHO = _("Who should receive it?")
+EVERYONE = _("Everyone who agreed")
+BY_MUNICIPALITY = _("One municipality")
+BY_LANGUAGE = _("One language")
+FOLLOWERS = _("Followers of a campaign")
+GOING = _("People going to an event")
+WHICH_MUNICIPALITY = _("Which municipality?")
+WHICH_LANGUAGE = _("Which language?")
+WHICH_CAMPAIGN = _("Type the campaign code.")
+WHICH_EVENT = _("Type the event number.")
+PREVIEW = ngettext(
+    "This broadcast will reach {n} resident: {channels}.",
+    "This broadcast will reach {n} residents: {channels}.",
+)
+FALLBACK = _("No text in {languages}: they will get it in {fallback}.")
+VIBER_COST = _("{count} Viber messages fall outside the free 24-hour window (about {cost} billed).")
+QUIET = _("Messages are not delivered between {start} and {end}; those wait for the morning.")
+SEND_NOW = _("📤 Send now")
+LATER = _("⏰ Later")
+CANCEL = _("✖ Cancel")
+WHEN = _("When should it go out? Type the date and time in Tbilisi time, like 2026-12-01 10:00.")
+BAD_TIME = _("I could not read that time. Type it like 2026-12-01 10:00, in the future.")
+QUEUED = _("Broadcast #{id} is on its way. See its progress with /broadcast_status {id}.")
+SCHEDULED = _("Broadcast #{id} will go out at {when}.")
+DROPPED = _("The broadcast was not sent.")
+WHICH_REPORT = _("Type the reference number, like KV-2026-000123.")
+NEW_STATUS = _("Report {reference}: choose its new status. The resident will be told.")
+STATUS_SET = _("{reference} is now “{status}”.")
+NOT_FOUND = _("I found nothing with the reference {reference}.")
+WRITE_ANSWER = _(
+    "Question {reference}:\n\n“{question}”\n\n"
+    "Write the answer; the resident will get it in this chat."
+)
+ANSWER_SENT = _("The answer to {reference} was sent. Add this question and answer to the FAQ?")
+ADD_TO_FAQ = _("➕ Add to the FAQ")
+NO_THANKS = _("No")
+PROMOTED = _("Added to the FAQ.")
+STATS = _("Reports this week: {total}")
+NOTHING_THIS_WEEK = _("No reports this week yet.")
+PROGRESS = _(
+    "Broadcast #{id}: {status}. Waiting {queued} · sent {sent} · delivered {delivered} · "
+    "failed {failed} · unreachable {unreachable}."
+)
+EXPORT_READY = _("Your export ({count} rows) is attached.")
+EXPORT_TELEGRAM_ONLY = _(
+    "Files can be sent only on Telegram. Use /export there, or `python -m bot export` on the "
+    "server."
+)
+EVENT_LINE = _("#{id} {title} · {when} · going: {going}")
+NO_EVENTS = _("No upcoming events. Staff create them with `python -m bot event create`.")
+CAMPAIGN_LINE = _("{code}: {title} · followers: {followers}")
+NO_CAMPAIGNS = _("No campaigns yet. Create one with `python -m bot campaign create`.")
+UPDATE_WHICH = _("To post an update, type the campaign code; or /menu.")
+UPDATE_TEXT = _(
+    "Write the update for “{code}”; followers get it in their language when one is given."
+)
+UPDATE_SENT = ngettext("Update sent to {n} follower.", "Update sent to {n} followers.")
+
+
+@dataclass(frozen=True)
+class Preview:
+    per_channel: dict[str, int]
+    fallback: dict[str, int]
+    viber_outside_window: int
+    viber_price: float
+    quiet_hours: tuple[str, str] | None
+
+
+def _argument(ctx: Context, key: str) -> None:
+    """A command's argument (`/status KV-…`) arrives in this turn's facts; keep it."""
+    if ctx.facts.get("argument"):
+        ctx.data[key] = ctx.facts["argument"].strip()
+
+
+# --- /broadcast -------------------------------------------------------------------
+
+
+def _text_step(lang: str) -> Ask:
+    return Ask(
+        f"text_{lang}",
+        lambda ctx, lang=lang: ctx.t(WRITE_TEXT, language=ENDONYMS[lang]),
+        save=f"text_{lang}",
+        skip=True,
+    )
+
+
+def texts(ctx: Context) -> dict[str, str]:
+    return {
+        lang: ctx.data[f"text_{lang}"]["text"]
+        for lang in LANGUAGES
+        if ctx.data.get(f"text_{lang}", {}).get("text")
+    }
+
+
+def after_texts(ctx: Context) -> Outcome | str:
+    if not texts(ctx):
+        return Outcome(say=[say(ctx.t(NO_TEXT))], goto="menu.main")
+    return "staff.audience"
+
+
+AUDIENCES = [
+    Choice("everyone", EVERYONE),
+    Choice("municipality", BY_MUNICIPALITY),
+    Choice("language", BY_LANGUAGE),
+    Choice("campaign", FOLLOWERS),
+    Choice("event", GOING),
+]
+AUDIENCE_STEPS = {
+    "everyone": "staff.preview",
+    "municipality": "staff.municipality",
+    "language": "staff.language",
+    "campaign": "staff.campaign",
+    "event": "staff.event",
+}
+
+
+def audience(ctx: Context) -> dict:
+    found = {}
+    if ctx.data.get("municipality"):
+        found["municipalities"] = [ctx.data["municipality"]]
+    if ctx.data.get("language"):
+        found["languages"] = [ctx.data["language"]]
+    if ctx.data.get("campaign"):
+        found["campaign"] = ctx.data["campaign"]["text"].strip()
+    event = (ctx.data.get("event") or {}).get("text", "").strip().lstrip("#")
+    if event.isdigit():
+        found["event_id"] = int(event)
+    return found
+
+
+def preview(ctx: Context) -> Outcome:
+    args = {"texts": texts(ctx), "audience": audience(ctx)}
+    return Outcome(effects=[StaffAction("preview_broadcast", args)], goto="staff.confirm")
+
+
+def preview_text(ctx: Context) -> str:
+    found: Preview = ctx.facts["staff"]
+    total = sum(found.per_channel.values())
+    channels = ", ".join(
+        f"{name.capitalize()} {count}" for name, count in found.per_channel.items()
+    )
+    lines = [ctx.t(PREVIEW, n=total, channels=channels or "—")]
+    if found.fallback:
+        missing = ", ".join(ENDONYMS.get(lang, lang) for lang in found.fallback)
+        lines.append(
+            ctx.t(
+                FALLBACK,
+                languages=missing,
+                fallback=", ".join(ENDONYMS[lang] for lang in texts(ctx)),
+            )
+        )
+    if found.viber_outside_window:
+        cost = f"{found.viber_outside_window * found.viber_price:.2f}"
+        lines.append(ctx.t(VIBER_COST, count=found.viber_outside_window, cost=cost))
+    if found.quiet_hours:
+        lines.append(ctx.t(QUIET, start=found.quiet_hours[0], end=found.quiet_hours[1]))
+    return "\n".join(lines)
+
+
+def confirmed(ctx: Context, choice: str) -> Outcome | str:
+    if choice == "cancel":
+        return Outcome(say=[say(ctx.t(DROPPED))], goto="menu.main")
+    if choice == "later":
+        return "staff.when"
+    args = {"texts": texts(ctx), "audience": audience(ctx)}
+    return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
+
+
+def scheduled(ctx: Context) -> Outcome:
+    typed = ctx.data["when"]["text"]
+    try:
+        moment = datetime.fromisoformat(typed.strip()).replace(tzinfo=ctx.t.tz)
+    except ValueError:
+        return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff.when")
+    if moment <= ctx.now:
+        return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff.when")
+    args = {"texts": texts(ctx), "audience": audience(ctx), "send_at": moment.isoformat()}
+    return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
+
+
+def queued(ctx: Context) -> Outcome:
+    created = ctx.facts["staff"]
+    if created.get("send_at"):
+        when = ctx.t.datetime(datetime.fromisoformat(created["send_at"]))
+        return Outcome(say=[say(ctx.t(SCHEDULED, id=created["id"], when=when))], goto="menu.main")
+    return Outcome(say=[say(ctx.t(QUEUED, id=created["id"]))], goto="menu.main")
+
+
+def broadcast_status(ctx: Context) -> Outcome:
+    number = (ctx.facts.get("argument") or "").strip().lstrip("#")
+    if not number.isdigit():
+        return Outcome(goto="menu.main")
+    return Outcome(
+        effects=[StaffAction("broadcast_progress", {"id": int(number)})], goto="staff.progress"
+    )
+
+
+def show_progress(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    if found is None:
+        return Outcome(goto="menu.main")
+    return Outcome(say=[say(ctx.t(PROGRESS, **found))], goto="menu.main")
+
+
+# --- /status and /answer ---------------------------------------------------------------
+
+
+def status_start(ctx: Context) -> Outcome:
+    _argument(ctx, "reference")
+    return Outcome(goto="staff.status_choose" if ctx.data.get("reference") else "staff.status_ref")
+
+
+def status_ref_typed(ctx: Context) -> str:
+    ctx.data["reference"] = ctx.data["typed"]["text"].strip().upper()
+    return "staff.status_choose"
+
+
+def status_chosen(ctx: Context, status: str) -> Outcome:
+    args = {"reference": ctx.data["reference"], "status": status}
+    return Outcome(effects=[StaffAction("set_status", args)], goto="staff.status_done")
+
+
+def status_done(ctx: Context) -> Outcome:
+    reference = ctx.data["reference"]
+    if not ctx.facts["staff"]:
+        return Outcome(say=[say(ctx.t(NOT_FOUND, reference=reference))], goto="menu.main")
+    status = ctx.t(STATUS[ctx.facts["staff"]["status"]])
+    return Outcome(
+        say=[say(ctx.t(STATUS_SET, reference=reference, status=status))], goto="menu.main"
+    )
+
+
+def answer_start(ctx: Context) -> Outcome:
+    _argument(ctx, "reference")
+    if not ctx.data.get("reference"):
+        return Outcome(goto="staff.answer_ref")
+    return Outcome(
+        effects=[StaffAction("load_question", {"reference": ctx.data["reference"]})],
+        goto="staff.answer_loaded",
+    )
+
+
+def answer_ref_typed(ctx: Context) -> Outcome:
+    ctx.data["reference"] = ctx.data["typed"]["text"].strip().upper()
+    return Outcome(
+        effects=[StaffAction("load_question", {"reference": ctx.data["reference"]})],
+        goto="staff.answer_loaded",
+    )
+
+
+def answer_loaded(ctx: Context) -> Outcome:
+    if not ctx.facts["staff"]:
+        return Outcome(
+            say=[say(ctx.t(NOT_FOUND, reference=ctx.data["reference"]))], goto="menu.main"
+        )
+    ctx.data["question"] = ctx.facts["staff"]["question"]
+    return Outcome(goto="staff.answer_text")
+
+
+def answer_written(ctx: Context) -> Outcome:
+    args = {"reference": ctx.data["reference"], "answer": ctx.data["answer"]["text"]}
+    return Outcome(effects=[StaffAction("answer_question", args)], goto="staff.answer_sent")
+
+
+def faq_chosen(ctx: Context, choice: str) -> Outcome:
+    if choice == "no":
+        return Outcome(goto="menu.main")
+    args = {"reference": ctx.data["reference"]}
+    return Outcome(
+        say=[say(ctx.t(PROMOTED))], effects=[StaffAction("promote", args)], goto="menu.main"
+    )
+
+
+# --- figures, lists, export ---------------------------------------------------------------
+
+
+def stats(ctx: Context) -> Outcome:
+    return Outcome(effects=[StaffAction("stats")], goto="staff.stats_show")
+
+
+def stats_show(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    if not found["total"]:
+        return Outcome(say=[say(ctx.t(NOTHING_THIS_WEEK))], goto="menu.main")
+    lines = [ctx.t(STATS, total=found["total"])]
+    for code, count in found["by_municipality"]:
+        place = ctx.content.municipality(code)
+        lines.append(f"• {ctx.label(place.names) if place else code}: {count}")
+    lines.append("")
+    for code, count in found["by_category"]:
+        label = CATEGORY_LABELS.get(code or "other", CATEGORY_LABELS["other"])
+        lines.append(f"• {ctx.label(label)}: {count}")
+    return Outcome(say=[say("\n".join(lines))], goto="menu.main")
+
+
+def events_list(ctx: Context) -> Outcome:
+    return Outcome(effects=[StaffAction("list_events")], goto="staff.events_show")
+
+
+def events_show(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    if not found:
+        return Outcome(say=[say(ctx.t(NO_EVENTS))], goto="menu.main")
+    lines = [
+        ctx.t(
+            EVENT_LINE,
+            id=e["id"],
+            title=e["title"],
+            when=ctx.t.datetime(datetime.fromisoformat(e["starts_at"])),
+            going=e["going"],
+        )
+        for e in found
+    ]
+    return Outcome(say=[say("\n".join(lines))], goto="menu.main")
+
+
+def campaigns_list(ctx: Context) -> Outcome:
+    return Outcome(effects=[StaffAction("list_campaigns")], goto="staff.campaigns_show")
+
+
+def campaigns_show(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    if not found:
+        return Outcome(say=[say(ctx.t(NO_CAMPAIGNS))], goto="menu.main")
+    lines = [ctx.t(CAMPAIGN_LINE, **c) for c in found]
+    return Outcome(say=[say("\n".join(lines))], goto="staff.update_code")
+
+
+def update_code_typed(ctx: Context) -> str:
+    ctx.data["code"] = ctx.data["typed"]["text"].strip()
+    return "staff.update_text"
+
+
+def update_written(ctx: Context) -> Outcome:
+    args = {"code": ctx.data["code"], "texts": {ctx.t.lang: ctx.data["update"]["text"]}}
+    return Outcome(effects=[StaffAction("post_update", args)], goto="staff.update_sent")
+
+
+def update_sent(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    if found is None:
+        return Outcome(say=[say(ctx.t(NOT_FOUND, reference=ctx.data["code"]))], goto="menu.main")
+    return Outcome(say=[say(ctx.t(UPDATE_SENT, n=found["queued"]))], goto="menu.main")
+
+
+def export(ctx: Context) -> Outcome:
+    if ctx.profile.channel != "telegram":
+        return Outcome(say=[say(ctx.t(EXPORT_TELEGRAM_ONLY))], goto="menu.main")
+    return Outcome(effects=[StaffAction("export")], goto="staff.export_done")
+
+
+def export_done(ctx: Context) -> Outcome:
+    found = ctx.facts["staff"]
+    reply = say(ctx.t(EXPORT_READY, count=found["count"]))
+    return Outcome(say=[replace(reply, document=found["document"])], goto="menu.main")
+
+
+staff = Flow(
+    "staff",
+    *[_text_step(lang) for lang in LANGUAGES],
+    Do("texts_done", after_texts),
+    Choose("audience", WHO, AUDIENCES, on=lambda ctx, c: AUDIENCE_STEPS[c]),
+    Choose(
+        "municipality",
+        WHICH_MUNICIPALITY,
+        municipalities,
+        save="municipality",
+        columns=2,
+        on=lambda ctx, c: "staff.preview",
+    ),
+    Choose(
+        "language",
+        WHICH_LANGUAGE,
+        [Choice(code, {"en": name}) for code, name in ENDONYMS.items()],
+        save="language",
+        columns=2,
+        on=lambda ctx, c: "staff.preview",
+    ),
+    Ask("campaign", WHICH_CAMPAIGN, save="campaign", on=lambda ctx: "staff.preview"),
+    Ask("event", WHICH_EVENT, save="event", on=lambda ctx: "staff.preview"),
+    Do("preview", preview),
+    Choose(
+        "confirm",
+        preview_text,
+        [Choice("now", SEND_NOW), Choice("later", LATER), Choice("cancel", CANCEL)],
+        on=confirmed,
+    ),
+    Ask("when", WHEN, save="when", on=scheduled),
+    Do("queued", queued),
+    Do("broadcast_status", broadcast_status),
+    Do("progress", show_progress),
+    Do("status", status_start),
+    Ask("status_ref", WHICH_REPORT, save="typed", on=status_ref_typed),
+    Choose(
+        "status_choose",
+        lambda ctx: ctx.t(NEW_STATUS, reference=ctx.data["reference"]),
+        [Choice(code, label) for code, label in STATUS.items()],
+        on=status_chosen,
+        columns=2,
+    ),
+    Do("status_done", status_done),
+    Do("answer", answer_start),
+    Ask("answer_ref", WHICH_REPORT, save="typed", on=answer_ref_typed),
+    Do("answer_loaded", answer_loaded),
+    Ask(
+        "answer_text",
+        lambda ctx: ctx.t(
+            WRITE_ANSWER, reference=ctx.data["reference"], question=ctx.data["question"]
+        ),
+        save="answer",
+        on=answer_written,
+    ),
+    Choose(
+        "answer_sent",
+        lambda ctx: ctx.t(ANSWER_SENT, reference=ctx.data["reference"]),
+        [Choice("faq", ADD_TO_FAQ), Choice("no", NO_THANKS)],
+        on=faq_chosen,
+        columns=2,
+    ),
+    Do("stats", stats),
+    Do("stats_show", stats_show),
+    Do("events", events_list),
+    Do("events_show", events_show),
+    Do("campaigns", campaigns_list),
+    Do("campaigns_show", campaigns_show),
+    Ask("update_code", UPDATE_WHICH, save="typed", on=update_code_typed),
+    Ask(
+        "update_text",
+        lambda ctx: ctx.t(UPDATE_TEXT, code=ctx.data["code"]),
+        save="update",
+        on=update_written,
+    ),
+    Do("update_sent", update_sent),
+    Do("export", export),
+    Do("export_done", export_done),
+)
