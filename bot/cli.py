@@ -11,7 +11,11 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from bot.cli_outreach import add_parsers
+from bot.cli_outreach import run as run_outreach
 from bot.config import Settings
+
+OUTREACH = ("staff", "broadcast", "event", "campaign", "report", "question")
 
 QUIET_LOGGERS = ("httpx", "httpcore", "telegram", "apscheduler", "aiohttp.access", "alembic")
 
@@ -81,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD, inclusive")
     export.add_argument("--municipality", help="a municipality code such as marneuli")
     export.add_argument("--kind", choices=("need", "dcfta"))
+    add_parsers(sub)
     return top
 
 
@@ -109,3 +114,5 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_migrate(settings))
     elif command == "export":
         asyncio.run(_export(settings, args))
+    elif command in OUTREACH:
+        asyncio.run(run_outreach(command, args, settings))

@@ -51,6 +51,8 @@ COLUMNS: tuple[str, ...] = (
     "name",
     "gender",
     "age_group",
+    "answer",
+    "followup",
 )
 
 # Character widths for the XLSX columns, so the sheet is readable when opened.
@@ -71,6 +73,8 @@ WIDTHS: dict[str, int] = {
     "name": 24,
     "gender": 9,
     "age_group": 10,
+    "answer": 60,
+    "followup": 9,
 }
 
 # What a spreadsheet may take for the start of a formula (OWASP's CSV injection list).
@@ -155,6 +159,8 @@ def _row(report: Report, pseudonym: str | None, content: Content, tz: ZoneInfo) 
         "name": (report.shared_name or "") if by_name else "",
         "gender": report.gender or "",
         "age_group": report.age_group or "",
+        "answer": report.answer or "",
+        "followup": report.followup_answer or "",
     }
 
 

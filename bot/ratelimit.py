@@ -153,7 +153,9 @@ class RateLimiter:
 
     def _refill(self, now: float) -> None:
         if now > self._updated:
-            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.per_second)
+            self._tokens = min(
+                self.capacity, self._tokens + (now - self._updated) * self.per_second
+            )
             self._updated = now
 
     def _ready(self, address: str, now: float) -> bool:

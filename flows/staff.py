@@ -123,10 +123,10 @@ def texts(ctx: Context) -> dict[str, str]:
     }
 
 
-def after_texts(ctx: Context) -> Outcome | str:
+def after_texts(ctx: Context) -> Outcome:
     if not texts(ctx):
         return Outcome(say=[say(ctx.t(NO_TEXT))], goto="menu.main")
-    return "staff.audience"
+    return Outcome(goto="staff.audience")
 
 
 AUDIENCES = [

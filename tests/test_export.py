@@ -166,6 +166,8 @@ async def test_a_row_shows_tbilisi_time_place_names_media_and_location(
         "name": "",
         "gender": "female",
         "age_group": "35_54",
+        "answer": "",
+        "followup": "",
     }
     assert second["municipality"] == "atlantis"  # an unknown code is shown as it is
     assert second["location"] == "41.500000,44.250000"
