@@ -16,6 +16,10 @@ from bot.channels.viber import ViberChannel
 from bot.config import Settings
 from bot.dispatch import Dispatcher, DispatchPolicy
 from bot.engine import Engine
+from bot.leader import Leadership, lock_key_for
+from bot.outreach.due import DueWork
+from bot.scheduler import Scheduler
+from bot.waiting import rest
 from bot.web import Readiness, build_web_app
 from flows.content import load_content
 from storage.db import Database
@@ -55,6 +59,14 @@ class Khma:
         policy = policy or DispatchPolicy(lease=timedelta(seconds=settings.dispatch_lease))
         self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
         self.engine.notify = self.dispatcher.wake
+        self.due = DueWork(self.db, settings)
+        self.scheduler = Scheduler(
+            work=self._scheduled_work,
+            upcoming=self.due.upcoming,
+            clock=clock,
+            tz_name=settings.tz_name,
+            leadership=Leadership(self.db, key=lock_key_for(settings.database_schema)),
+        )
         self.readiness = Readiness()
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,8 +94,24 @@ class Khma:
             await self.viber.start()
         self._spawn(self.engine.run(self.stop_event), "engine")
         self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
+        self._spawn(self.scheduler.run(self.stop_event), "scheduler")
+        self._spawn(self._follow_schedule_changes(), "schedule changes")
         self.readiness.ready = True
         log.info("Khma is serving on %s:%s", self.settings.host, self.port)
+
+    async def _scheduled_work(self, now: datetime) -> int:
+        queued = await self.due.run(now)
+        if queued:
+            self.dispatcher.wake()
+        return queued
+
+    async def _follow_schedule_changes(self) -> None:
+        """A staff member scheduled something in the chat: plan it now, not at the next resync."""
+        while not self.stop_event.is_set():
+            await rest(self.stop_event, self.engine.schedule_changed, timeout=60)
+            if self.engine.schedule_changed.is_set():
+                self.engine.schedule_changed.clear()
+                await self.scheduler.resync()
 
     def _spawn(self, work, name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
