@@ -2,41 +2,153 @@
 
 Rows are claimed (status `sending` with a lease) before they are sent, so a
 second process skips them and a crashed process's rows come back when the lease
-ends: a crash loses nothing and repeats at most the messages in flight. One
-resident's messages go out in order: a row waits while an older row to the same
-address is still unsent.
+ends: a crash loses nothing and repeats at most the messages in flight.
+
+Two lanes run side by side so a broadcast never stands between a resident and
+their answer:
+
+* the live lane takes rows with priority below `BULK_PRIORITY` (replies in a
+  conversation, personal notices) and is never held by quiet hours;
+* the bulk lane takes broadcasts and campaign updates, a few at a time, and
+  claims nothing during quiet hours (local time, `tz_name`).
+
+Within a lane one resident's messages go out in order: a row waits while an
+older row of the same lane to the same address is still unsent. Across lanes
+nothing waits: a reply never waits for a broadcast row (say, one waiting for
+the morning).
+
+Every send passes the channel's `RateLimiter` (global rate and one chat's rate),
+with live rows served before bulk ones; when a platform still says "retry after",
+the whole channel pauses for that long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time as monotonic_time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import exists, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 
 from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
 from bot.messages import Reply
-from bot.waiting import rest
+from bot.ratelimit import RateLimiter, RateLimitTimeout
+from bot.waiting import rest, unless_stopped
 from storage import queries
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
 
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+__all__ = [
+    "BULK_PRIORITY",
+    "DEFAULT_RATES",
+    "NOTICE_PRIORITY",
+    "REPLY_PRIORITY",
+    "ChannelRate",
+    "Claimed",
+    "DispatchPolicy",
+    "Dispatcher",
+    "in_quiet_hours",
+]
+
 log = logging.getLogger(__name__)
+
+REPLY_PRIORITY = 0
+"""A reply in a live conversation: the resident is looking at the chat."""
+NOTICE_PRIORITY = 10
+"""A personal notice: a status change, an answer, an event reminder, a follow-up question."""
+BULK_PRIORITY = 20
+"""Bulk: broadcasts and campaign updates. Every priority from here up goes in the bulk lane."""
+
+_WRITE_TRIES = 3
+
+
+@dataclass(frozen=True)
+class ChannelRate:
+    """How fast one channel may send: in all, and to any one chat."""
+
+    per_second: float
+    per_chat_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.per_second > 0:
+            raise ValueError("per_second must be positive")
+        if self.per_chat_per_second is not None and not self.per_chat_per_second > 0:
+            raise ValueError("per_chat_per_second must be positive (or None for no limit)")
+
+
+# The platforms' documented limits; channels not named here (the terminal chat) are not paced.
+DEFAULT_RATES: Mapping[str, ChannelRate] = MappingProxyType(
+    {"telegram": ChannelRate(30.0, 1.0), "viber": ChannelRate(30.0, 1.0)}
+)
 
 
 @dataclass(frozen=True)
 class DispatchPolicy:
+    """How the dispatcher works; `from_settings` builds the one a deployment runs with.
+
+    `batch`/`concurrency` are the live lane's rows in hand and sends at once;
+    `bulk_batch`/`bulk_concurrency` the bulk lane's, kept small so claimed bulk rows
+    never wait long in the rate limiter (their lease keeps running meanwhile).
+    """
+
     batch: int = 50
     concurrency: int = 16
+    bulk_batch: int = 20
+    bulk_concurrency: int = 8
     lease: timedelta = timedelta(seconds=60)
     max_attempts: int = 8
     first_backoff: float = 1.0
     max_backoff: float = 300.0
     idle_wait: float = 1.0
+    rates: Mapping[str, ChannelRate] = field(default_factory=lambda: DEFAULT_RATES)
+    quiet_hours: tuple[time, time] | None = None
+    tz_name: str = "Asia/Tbilisi"
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "concurrency", "bulk_batch", "bulk_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        ZoneInfo(self.tz_name)  # an unknown zone fails at start, not at 22:00
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> DispatchPolicy:
+        """The policy the settings describe; `overrides` replace any field (tests, tuning)."""
+        values: dict[str, Any] = {
+            "lease": timedelta(seconds=settings.dispatch_lease),
+            "rates": {
+                "telegram": ChannelRate(settings.telegram_rate, settings.telegram_chat_rate),
+                "viber": ChannelRate(settings.viber_rate, settings.viber_chat_rate),
+            },
+            "quiet_hours": settings.quiet_hours,
+            "tz_name": settings.tz_name,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def in_quiet_hours(now: datetime, quiet_hours: tuple[time, time] | None, tz_name: str) -> bool:
+    """Whether `now` falls in [start, end) local time; a window may wrap midnight (22:00-09:00).
+
+    A window whose start equals its end is empty: "no quiet hours", not "always quiet".
+    """
+    if quiet_hours is None:
+        return False
+    start, end = quiet_hours
+    local = now.astimezone(ZoneInfo(tz_name)).time().replace(tzinfo=None)
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
 
 
 @dataclass(frozen=True)
@@ -46,6 +158,22 @@ class Claimed:
     address: str
     payload: dict
     attempts: int
+    claimed_at: float = 0.0  # monotonic; how long the row has been in hand
+
+
+@dataclass(frozen=True)
+class _Lane:
+    """One stream of claims: which priorities, how many rows in hand and in flight."""
+
+    name: str
+    urgent: bool
+    batch: int
+    concurrency: int
+
+    @property
+    def refill(self) -> int:
+        """Claim again once this many slots are free: at once for replies, in chunks for bulk."""
+        return 1 if self.urgent else max(1, self.batch // 2)
 
 
 class Dispatcher:
@@ -56,49 +184,107 @@ class Dispatcher:
         *,
         policy: DispatchPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        limiters: Mapping[str, RateLimiter] | None = None,
     ) -> None:
         self.db = db
         self.channels = channels
         self.policy = policy or DispatchPolicy()
         self.clock = clock
-        self.ready = asyncio.Event()
+        if limiters is None:
+            limiters = {
+                name: RateLimiter(rate.per_second, rate.per_chat_per_second)
+                for name, rate in self.policy.rates.items()
+                if name in channels
+            }
+        self.limiters: dict[str, RateLimiter] = dict(limiters)
+        self.live = _Lane("live", True, self.policy.batch, self.policy.concurrency)
+        self.bulk = _Lane("bulk", False, self.policy.bulk_batch, self.policy.bulk_concurrency)
+        self._wakes = {self.live.name: asyncio.Event(), self.bulk.name: asyncio.Event()}
+        self._sends = {
+            self.live.name: asyncio.Semaphore(self.live.concurrency),
+            self.bulk.name: asyncio.Semaphore(self.bulk.concurrency),
+        }
+        self._quiet = False
 
     def wake(self) -> None:
-        self.ready.set()
+        """Something new is in the outbox: both lanes look now rather than after idle_wait."""
+        for event in self._wakes.values():
+            event.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                sent = await self.dispatch_once()
-            except Exception:
-                log.exception("dispatching failed; retrying shortly")
-                sent = 0
-            if sent:
-                continue
-            self.ready.clear()
-            await rest(stop, self.ready, timeout=self.policy.idle_wait)
+        """Run both lanes until `stop`; rows still waiting for a permit then go back."""
+        await asyncio.gather(self._run_lane(self.live, stop), self._run_lane(self.bulk, stop))
 
     async def dispatch_once(self) -> int:
-        claimed = await self._claim()
-        if not claimed:
-            return 0
-        limit = asyncio.Semaphore(self.policy.concurrency)
+        """Claim and send what is due in each lane once (the terminal chat drives it this way)."""
+        total = 0
+        for lane in (self.live, self.bulk):
+            if not self._lane_open(lane):
+                continue
+            claimed = await self._claim(lane, lane.batch)
+            await asyncio.gather(*(self._deliver(row, lane) for row in claimed))
+            total += len(claimed)
+        return total
 
-        async def deliver(row: Claimed) -> None:
-            async with limit:
-                await self._deliver(row)
+    # --- the lanes ------------------------------------------------------------------
 
-        await asyncio.gather(*(deliver(row) for row in claimed))
-        return len(claimed)
+    def _lane_open(self, lane: _Lane) -> bool:
+        if lane.urgent:
+            return True
+        quiet = in_quiet_hours(self.clock(), self.policy.quiet_hours, self.policy.tz_name)
+        if quiet != self._quiet:
+            self._quiet = quiet
+            log.info("quiet hours %s: bulk messages %s", *(
+                ("began", "wait") if quiet else ("ended", "go out again")
+            ))
+        return not quiet
 
-    async def _claim(self) -> list[Claimed]:
+    async def _run_lane(self, lane: _Lane, stop: asyncio.Event) -> None:
+        """Keep up to `lane.batch` rows in hand, claiming more as soon as slots free up.
+
+        No batch is awaited as a whole, so one slow send never holds up the next reply.
+        """
+        wake = self._wakes[lane.name]
+        in_hand: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_hand.discard(task)
+            wake.set()  # a slot is free, and the next row to that address may be due
+
+        while not stop.is_set():
+            wake.clear()
+            free = lane.batch - len(in_hand)
+            claimed: list[Claimed] = []
+            if free >= lane.refill and self._lane_open(lane):
+                try:
+                    claimed = await self._claim(lane, free)
+                except Exception:
+                    log.exception("claiming %s rows failed; retrying shortly", lane.name)
+            for row in claimed:
+                task = asyncio.create_task(self._deliver(row, lane, stop), name=f"outbox {row.id}")
+                in_hand.add(task)
+                task.add_done_callback(done)
+            if claimed and len(claimed) == free:
+                continue
+            await rest(stop, wake, timeout=self.policy.idle_wait)
+        if in_hand:
+            await asyncio.gather(*in_hand, return_exceptions=True)
+
+    async def _claim(self, lane: _Lane, limit: int) -> list[Claimed]:
         now = self.clock()
         earlier = aliased(OutboxMessage)
+        if lane.urgent:
+            in_lane = OutboxMessage.priority < BULK_PRIORITY
+            earlier_in_lane = earlier.priority < BULK_PRIORITY
+        else:
+            in_lane = OutboxMessage.priority >= BULK_PRIORITY
+            earlier_in_lane = earlier.priority >= BULK_PRIORITY
         waiting_behind = exists().where(
             earlier.channel == OutboxMessage.channel,
             earlier.address == OutboxMessage.address,
             earlier.status.in_(("pending", "sending")),
             earlier.id < OutboxMessage.id,
+            earlier_in_lane,
         )
         due = or_(
             (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
@@ -106,9 +292,9 @@ class Dispatcher:
         )
         query = (
             select(OutboxMessage)
-            .where(due, OutboxMessage.channel.in_(list(self.channels)), ~waiting_behind)
+            .where(due, in_lane, OutboxMessage.channel.in_(list(self.channels)), ~waiting_behind)
             .order_by(OutboxMessage.priority, OutboxMessage.id)
-            .limit(self.policy.batch)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         async with self.db.transaction() as session:
@@ -117,13 +303,53 @@ class Dispatcher:
                 row.status = "sending"
                 row.claimed_until = now + self.policy.lease
                 row.attempts += 1
-            return [Claimed(r.id, r.channel, r.address, r.payload, r.attempts) for r in rows]
+            at = monotonic_time.monotonic()
+            return [Claimed(r.id, r.channel, r.address, r.payload, r.attempts, at) for r in rows]
 
-    async def _deliver(self, row: Claimed) -> None:
+    # --- one row --------------------------------------------------------------------
+
+    async def _deliver(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None = None) -> None:
+        try:
+            if not await self._permit(row, lane, stop):
+                return
+            async with self._sends[lane.name]:
+                await self._send(row)
+        except Exception:
+            # Only recording can fail here; the lease brings the row back later.
+            log.exception("outbox %s: could not record the outcome", row.id)
+
+    async def _permit(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None) -> bool:
+        """Wait for the channel's rate limiter; False (row put back) if it took too long.
+
+        A row waits at most half its lease, so it is never sent after another process
+        could have taken it over; a shutdown returns waiting rows at once.
+        """
+        limiter = self.limiters.get(row.channel)
+        if limiter is None:
+            return True
+        budget = self.policy.lease.total_seconds() / 2
+        left = budget - (monotonic_time.monotonic() - row.claimed_at)
+        acquire = limiter.acquire(row.address, urgent=lane.urgent, timeout=max(0.0, left))
+        try:
+            if stop is None:
+                await acquire
+                return True
+            finished, _ = await unless_stopped(stop, acquire)
+        except RateLimitTimeout:
+            await self._release(row, after=limiter.paused_for())
+            return False
+        if not finished:
+            await self._release(row, after=0.0)
+        return finished
+
+    async def _send(self, row: Claimed) -> None:
         channel = self.channels[row.channel]
         try:
             message_id = await channel.send(row.address, Reply.from_json(row.payload))
         except RetryLater as error:
+            limiter = self.limiters.get(row.channel)
+            if limiter is not None:
+                limiter.pause(error.after)
             await self._reschedule(row, error.after, str(error), count_attempt=False)
         except Unreachable as error:
             await self._unreachable(row, str(error))
@@ -144,40 +370,64 @@ class Dispatcher:
         else:
             await self._finish(row, status="sent", message_id=message_id)
 
+    # --- recording ------------------------------------------------------------------
+
+    async def _write(self, statement: Any) -> None:
+        """Run one UPDATE, retrying briefly if the database is busy: a sent message that is
+        not recorded as sent would go out again once its lease ends."""
+        for attempt in range(_WRITE_TRIES):
+            try:
+                async with self.db.transaction() as session:
+                    await session.execute(statement)
+                return
+            except OperationalError:
+                if attempt == _WRITE_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+
     async def _finish(
         self, row: Claimed, *, status: str, message_id: str | None = None, error: str | None = None
     ) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(
-                    status=status,
-                    claimed_until=None,
-                    sent_at=self.clock() if status == "sent" else None,
-                    platform_message_id=message_id,
-                    last_error=error,
-                )
+        await self._write(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(
+                status=status,
+                claimed_until=None,
+                sent_at=self.clock() if status == "sent" else None,
+                platform_message_id=message_id,
+                last_error=error,
             )
-        if status == "sent":
-            self.ready.set()
+        )
 
     async def _reschedule(
         self, row: Claimed, after: float, error: str, count_attempt: bool
     ) -> None:
         attempts = row.attempts if count_attempt else row.attempts - 1
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(
-                    status="pending",
-                    claimed_until=None,
-                    attempts=attempts,
-                    next_attempt_at=self.clock() + timedelta(seconds=after),
-                    last_error=error[:2000],
-                )
+        await self._write(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(
+                status="pending",
+                claimed_until=None,
+                attempts=attempts,
+                next_attempt_at=self.clock() + timedelta(seconds=after),
+                last_error=error[:2000],
             )
+        )
+
+    async def _release(self, row: Claimed, *, after: float) -> None:
+        """Put back a row that was never sent: not an attempt, and no error to record."""
+        await self._write(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
+            .values(
+                status="pending",
+                claimed_until=None,
+                attempts=row.attempts - 1,
+                next_attempt_at=self.clock() + timedelta(seconds=after),
+            )
+        )
 
     async def _unreachable(self, row: Claimed, error: str) -> None:
         """Mark the resident unreachable and stop everything still queued for them."""

@@ -35,6 +35,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 
 _PRUNE_MIN = 1024
+_WHOLE = 1.0 - 1e-9  # a token, allowing for float rounding in the refill
 
 
 class RateLimitTimeout(TimeoutError):
@@ -106,7 +107,7 @@ class RateLimiter:
         """
         now = self._clock()
         self._refill(now)
-        if not self._waiters and self._ready(address, now) and self._tokens >= 1:
+        if not self._waiters and self._ready(address, now) and self._tokens >= _WHOLE:
             self._take(address, now)
             return
         waiter = _Waiter(
@@ -204,13 +205,13 @@ class RateLimiter:
                 next_chance = min(next_chance, self._paused_until)
             elif not blocked and (at := self._next_for.get(waiter.address, -math.inf)) > now:
                 next_chance = min(next_chance, at)
-            elif not blocked and self._tokens >= 1:
+            elif not blocked and self._tokens >= _WHOLE:
                 self._take(waiter.address, now)
                 waiter.granted.set_result(None)
                 continue
             elif not blocked:
                 blocked = True
-                next_chance = min(next_chance, now + (1.0 - self._tokens) / self.per_second)
+                next_chance = min(next_chance, now + max(0.0, 1.0 - self._tokens) / self.per_second)
             still.append(waiter)
             if waiter.deadline is not None:
                 next_chance = min(next_chance, waiter.deadline)
