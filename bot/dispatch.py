@@ -234,9 +234,10 @@ class Dispatcher:
         quiet = in_quiet_hours(self.clock(), self.policy.quiet_hours, self.policy.tz_name)
         if quiet != self._quiet:
             self._quiet = quiet
-            log.info("quiet hours %s: bulk messages %s", *(
-                ("began", "wait") if quiet else ("ended", "go out again")
-            ))
+            if quiet:
+                log.info("quiet hours began: bulk messages wait for the morning")
+            else:
+                log.info("quiet hours ended: bulk messages go out again")
         return not quiet
 
     async def _run_lane(self, lane: _Lane, stop: asyncio.Event) -> None:
@@ -329,7 +330,7 @@ class Dispatcher:
             return True
         budget = self.policy.lease.total_seconds() / 2
         left = budget - (monotonic_time.monotonic() - row.claimed_at)
-        acquire = limiter.acquire(row.address, urgent=lane.urgent, timeout=max(0.0, left))
+        acquire = limiter.acquire(row.address, urgent=lane.urgent, max_wait=max(0.0, left))
         try:
             if stop is None:
                 await acquire

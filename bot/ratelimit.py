@@ -97,12 +97,12 @@ class RateLimiter:
     # --- what callers use -----------------------------------------------------------
 
     async def acquire(
-        self, address: str, *, urgent: bool = False, timeout: float | None = None
+        self, address: str, *, urgent: bool = False, max_wait: float | None = None
     ) -> None:
         """Wait until one message to `address` may be sent now, and count it as sent.
 
         `urgent` puts the caller ahead of every bulk acquirer waiting for a token.
-        Raises `RateLimitTimeout` if not granted within `timeout` seconds (then
+        Raises `RateLimitTimeout` if not granted within `max_wait` seconds (then
         nothing is counted). Cancelling the caller while it waits is safe.
         """
         now = self._clock()
@@ -113,7 +113,7 @@ class RateLimiter:
         waiter = _Waiter(
             rank=(0 if urgent else 1, next(self._seq)),
             address=address,
-            deadline=None if timeout is None else now + max(0.0, timeout),
+            deadline=None if max_wait is None else now + max(0.0, max_wait),
             granted=asyncio.get_running_loop().create_future(),
         )
         bisect.insort(self._waiters, waiter)
