@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from aiohttp import web
 
@@ -56,7 +56,7 @@ class Khma:
         if self.viber:
             channels[self.viber.name] = self.viber
             self.webhooks.append(self.viber)
-        policy = policy or DispatchPolicy(lease=timedelta(seconds=settings.dispatch_lease))
+        policy = policy or DispatchPolicy.from_settings(settings)
         self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
         self.engine.notify = self.dispatcher.wake
         self.due = DueWork(self.db, settings)

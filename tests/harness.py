@@ -26,11 +26,19 @@ from tests.fakes.telegram_api import SentMessage, TelegramStandIn
 from tests.fakes.viber_api import ViberSent, ViberStandIn
 
 TOKEN = "123456:TEST-token-never-logged"
-FAST = DispatchPolicy(idle_wait=0.05, first_backoff=0.05)
+# Conversation tests run faster than any platform allows; tests of pacing set their own
+# rates, and quiet hours stay off so a test never depends on the hour in Tbilisi.
+TEST_PACE = {
+    "TELEGRAM_RATE": "1000",
+    "TELEGRAM_CHAT_RATE": "1000",
+    "VIBER_RATE": "1000",
+    "VIBER_CHAT_RATE": "1000",
+    "QUIET_HOURS": "off",
+}
 
 
 def settings_for(api: TelegramStandIn | None, **extra: str) -> Settings:
-    env = {"HOST": "127.0.0.1", "PORT": "0", **extra}
+    env = {"HOST": "127.0.0.1", "PORT": "0", **TEST_PACE, **extra}
     if api is not None:
         env |= {
             "TELEGRAM_TOKEN": api.token,
@@ -57,7 +65,9 @@ async def running_khma(
             "VIBER_WEBHOOK_URL": "https://khma.example.org/webhooks/viber",
             **env,
         }
-    khma = Khma(settings_for(api, **env), db=db, clock=clock, policy=FAST)
+    settings = settings_for(api, **env)
+    policy = DispatchPolicy.from_settings(settings, idle_wait=0.05, first_backoff=0.05)
+    khma = Khma(settings, db=db, clock=clock, policy=policy)
     await khma.start()
     try:
         yield khma

@@ -36,6 +36,8 @@ async def start_bot(db: Database, api: TelegramStandIn) -> asyncio.subprocess.Pr
         "PORT": "0",
         "LOG_LEVEL": "INFO",
         "DISPATCH_LEASE_SECONDS": "3",
+        "TELEGRAM_RATE": "500",
+        "TELEGRAM_CHAT_RATE": "50",
     }
     if db.schema:
         env["DATABASE_SCHEMA"] = db.schema
