@@ -51,6 +51,10 @@ test: $(TEST_STAMP) translations
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
+## Broadcast to 10,000 stand-in residents and print the figures (minutes; not part of CI).
+benchmark: $(TEST_STAMP) translations
+	$(PY) -m benchmarks.broadcast $(ARGS)
+
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

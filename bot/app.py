@@ -16,6 +16,7 @@ from bot.channels.viber import ViberChannel
 from bot.config import Settings
 from bot.dispatch import Dispatcher, DispatchPolicy
 from bot.engine import Engine
+from bot.export_links import ExportLinks
 from bot.leader import Leadership, lock_key_for
 from bot.outreach.due import DueWork
 from bot.scheduler import Scheduler
@@ -83,7 +84,9 @@ class Khma:
         return self.settings.port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_web_app(self.readiness, self.webhooks))
+        # Only Viber needs exports by URL; without it, no export is reachable over HTTP.
+        exports = ExportLinks.from_settings(self.settings) if self.viber else None
+        self._runner = web.AppRunner(build_web_app(self.readiness, self.webhooks, exports))
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         if self.telegram:

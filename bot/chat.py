@@ -48,6 +48,8 @@ class TerminalChannel:
         if reply.edit_message_id:
             return reply.edit_message_id
         lines = ["", "Khma › " + reply.text.replace("\n", "\n       ")]
+        if reply.document:  # the chat runs on the server itself: the path is the file
+            lines.append(f"   📎 {reply.document}")
         number = 0
         for row in reply.buttons:
             for button in row:

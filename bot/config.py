@@ -85,6 +85,8 @@ class Settings:
     reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24), timedelta(hours=2))
     followup_after: timedelta = timedelta(weeks=4)
     dispatch_lease: float = 60.0
+    exports_dir: Path = Path("data") / "exports"
+    export_link_ttl: timedelta = timedelta(hours=24)
     log_level: str = "INFO"
 
     @property
@@ -114,6 +116,13 @@ class Settings:
         active = tuple(
             code.strip() for code in (get("ACTIVE_MUNICIPALITIES") or "").split(",") if code.strip()
         )
+        link_text = get("EXPORT_LINK_HOURS") or "24"
+        try:
+            link_hours = float(link_text)
+        except ValueError:
+            link_hours = 0.0
+        if not 0 < link_hours < float("inf"):  # nan too: a link that never expires leaks
+            raise ConfigError(f"EXPORT_LINK_HOURS must be a number above 0, got {link_text!r}")
         return cls(
             database_url=get("DATABASE_URL") or cls.database_url,
             database_schema=get("DATABASE_SCHEMA"),
@@ -146,6 +155,8 @@ class Settings:
                 timedelta(hours=float(h)) for h in (get("REMINDER_HOURS") or "24,2").split(",")
             ),
             followup_after=timedelta(days=float(get("FOLLOWUP_DAYS") or 28)),
+            exports_dir=Path(get("EXPORTS_DIR") or cls.exports_dir),
+            export_link_ttl=timedelta(hours=link_hours),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )
 

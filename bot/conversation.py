@@ -22,7 +22,7 @@ from flows import (
     STAFF_COMMANDS,
     Registry,
 )
-from flows.core import IDLE, Context, Effect, Outcome
+from flows.core import IDLE, Ask, Context, Effect, Outcome
 from flows.menu import UNKNOWN_COMMAND
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,17 @@ def parse_command(inbound: Inbound) -> Command | None:
     return Command(head.split("@", 1)[0].lower(), rest.strip())
 
 
-def interpret(state: State, inbound: Inbound) -> Inbound:
-    """A typed button label, or the button's number, counts as a tap on it."""
+def interpret(state: State, inbound: Inbound, free_input: bool = False) -> Inbound:
+    """A typed button label, or the button's number, counts as a tap on it.
+
+    Where the step asks for free input, a typed number is the answer (forty places,
+    house 3), not the third button; only a typed label still counts as a tap.
+    """
     if inbound.kind is not Kind.TEXT or not inbound.text or not state.offered:
         return inbound
     typed = inbound.text.strip().casefold()
     for index, (choice_id, label) in enumerate(state.offered, start=1):
-        if typed in (label.casefold(), str(index)):
+        if typed == label.casefold() or (not free_input and typed == str(index)):
             return replace(inbound, kind=Kind.BUTTON, payload=choice_id)
     return inbound
 
@@ -77,6 +81,14 @@ class Conversation:
     def __init__(self, registry: Registry, apply: Apply) -> None:
         self.registry = registry
         self.apply = apply
+
+    def _asks_free_input(self, step_id: str | None) -> bool:
+        if not step_id:
+            return False
+        try:
+            return isinstance(self.registry.step(step_id), Ask)
+        except KeyError:
+            return False  # a step from an older version; the turn restarts it anyway
 
     def _tap_receipt(self, state: State, inbound: Inbound) -> list[Reply]:
         """Take the buttons off a tapped message, so an old keyboard is not tapped again."""
@@ -157,7 +169,7 @@ class Conversation:
 
     async def turn(self, state: State, inbound: Inbound, ctx: Context) -> tuple[list[Reply], State]:
         ctx.data = state.data
-        inbound = interpret(state, inbound)
+        inbound = interpret(state, inbound, free_input=self._asks_free_input(state.step))
         replies = self._tap_receipt(state, inbound)
         outcome = self._begin(state, inbound, ctx)
         step = state.step

@@ -34,9 +34,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import aliased
 
 from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
 from bot.messages import Reply
@@ -71,6 +70,9 @@ BULK_PRIORITY = 20
 """Bulk: broadcasts and campaign updates. Every priority from here up goes in the bulk lane."""
 
 _WRITE_TRIES = 3
+# Candidates read per claimed slot: rows queued behind an earlier message to the same
+# chat are passed over, so a resident with many queued replies cannot fill a claim.
+_LOOK_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -272,34 +274,63 @@ class Dispatcher:
             await asyncio.gather(*in_hand, return_exceptions=True)
 
     async def _claim(self, lane: _Lane, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due rows of the lane, each the oldest open one for its chat.
+
+        Three small queries rather than one with a correlated NOT EXISTS: right after a
+        broadcast adds thousands of rows, PostgreSQL's statistics still describe the
+        table before them, and the planner turned that anti-join into a nested loop
+        over every pending row (seconds per claim). Each query here is bounded by a
+        LIMIT or an IN list, whatever the planner believes about the table.
+        """
         now = self.clock()
-        earlier = aliased(OutboxMessage)
-        if lane.urgent:
-            in_lane = OutboxMessage.priority < BULK_PRIORITY
-            earlier_in_lane = earlier.priority < BULK_PRIORITY
-        else:
-            in_lane = OutboxMessage.priority >= BULK_PRIORITY
-            earlier_in_lane = earlier.priority >= BULK_PRIORITY
-        waiting_behind = exists().where(
-            earlier.channel == OutboxMessage.channel,
-            earlier.address == OutboxMessage.address,
-            earlier.status.in_(("pending", "sending")),
-            earlier.id < OutboxMessage.id,
-            earlier_in_lane,
+        in_lane = (
+            OutboxMessage.priority < BULK_PRIORITY
+            if lane.urgent
+            else OutboxMessage.priority >= BULK_PRIORITY
         )
         due = or_(
             (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
             (OutboxMessage.status == "sending") & (OutboxMessage.claimed_until < now),
         )
-        query = (
-            select(OutboxMessage)
-            .where(due, in_lane, OutboxMessage.channel.in_(list(self.channels)), ~waiting_behind)
-            .order_by(OutboxMessage.priority, OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         async with self.db.transaction() as session:
-            rows = list((await session.execute(query)).scalars())
+            candidates = (
+                await session.execute(
+                    select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.address)
+                    .where(due, in_lane, OutboxMessage.channel.in_(list(self.channels)))
+                    .order_by(OutboxMessage.priority, OutboxMessage.id)
+                    .limit(limit * _LOOK_AHEAD)
+                )
+            ).all()
+            if not candidates:
+                return []
+            chats = {(channel, address) for _id, channel, address in candidates}
+            heads = {
+                (channel, address): first
+                for channel, address, first in await session.execute(
+                    select(OutboxMessage.channel, OutboxMessage.address, func.min(OutboxMessage.id))
+                    .where(
+                        tuple_(OutboxMessage.channel, OutboxMessage.address).in_(list(chats)),
+                        OutboxMessage.status.in_(("pending", "sending")),
+                        in_lane,
+                    )
+                    .group_by(OutboxMessage.channel, OutboxMessage.address)
+                )
+            }
+            # A later message to a chat waits until the earlier one is out, so one
+            # resident's replies arrive in the order they were written.
+            first_in_chat = [id_ for id_, ch, addr in candidates if heads.get((ch, addr)) == id_]
+            if not first_in_chat:
+                return []
+            rows = list(
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.id.in_(first_in_chat[:limit]), due)
+                        .order_by(OutboxMessage.priority, OutboxMessage.id)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
             for row in rows:
                 row.status = "sending"
                 row.claimed_until = now + self.policy.lease

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Settings
 from bot.i18n import Translator
 from bot.messages import Inbound
-from bot.outreach import campaigns, events, loop
+from bot.outreach import campaigns, events, faq, loop
 from bot.staff import can
 from bot.staff_actions import PERMISSION, StaffActions
 from flows.campaigns import CampaignView
@@ -33,6 +33,7 @@ from flows.core import (
     LinkAccounts,
     LoadCampaigns,
     LoadEvents,
+    LoadFaq,
     LoadPersonalData,
     LoadReports,
     Profile,
@@ -40,6 +41,7 @@ from flows.core import (
     SubmitReport,
     UpdateProfile,
 )
+from flows.dcfta import FaqView
 from flows.events import EventView
 from flows.mine import ReportView
 from flows.notices import pick
@@ -129,6 +131,9 @@ class Effects:
                 ctx.facts["linked"] = await self._link(code.strip(), ctx)
             case LoadEvents():
                 ctx.facts["events"] = await self._events(ctx)
+            case LoadFaq():
+                found = await faq.promoted(session, ctx.t.lang)
+                ctx.facts["faq"] = [FaqView(e.id, e.topic, e.question, e.answer) for e in found]
             case Attend(event_id=event_id, attend=attend):
                 ctx.facts["rsvp"] = await events.rsvp(session, event_id, resident.id, attend)
             case LoadCampaigns():
@@ -174,7 +179,12 @@ class Effects:
         fallback = self.settings.language_fallback
         return [
             EventView(
-                e.id, events.title_in(e, ctx.t.lang, fallback), e.starts_at, e.place, e.id in mine
+                e.id,
+                events.title_in(e, ctx.t.lang, fallback),
+                e.starts_at,
+                e.place,
+                e.id in mine,
+                events.description_in(e, ctx.t.lang, fallback),
             )
             for e in found
         ]

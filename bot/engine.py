@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import staff
 from bot.config import LANGUAGES, Settings
 from bot.conversation import Conversation, State
+from bot.dispatch import REPLY_PRIORITY
 from bot.effects import Effects, profile_of
 from bot.i18n import Translator, _
 from bot.messages import SYSTEM_KINDS, Inbound, Kind, Reply
@@ -33,7 +34,6 @@ from storage.models import Identity, InboxEvent, OutboxMessage, Resident, utcnow
 
 log = logging.getLogger(__name__)
 
-REPLY_PRIORITY = 0
 WELCOME_WAIT = 5.0
 SOMETHING_WENT_WRONG = _(
     "Sorry, something went wrong on our side. Your message is saved and our team will look "
@@ -58,6 +58,8 @@ class Engine:
         self.notify: Callable[[], None] = lambda: None
         # Set when a turn scheduled something for later, so the scheduler looks again.
         self.schedule_changed = asyncio.Event()
+        # This turn planned something; `schedule_changed` is set once the turn is committed.
+        self._planned = False
         # One event at a time per process: SQLite has no SKIP LOCKED, and a webhook answer
         # (Viber's welcome) may process events alongside the engine's own loop.
         self._one_at_a_time = asyncio.Lock()
@@ -129,6 +131,7 @@ class Engine:
     async def process_next(self) -> bool:
         failed: tuple[int, str] | None = None
         event_id: int | None = None
+        self._planned = False
         try:
             async with self.db.transaction() as session:
                 event = await queries.next_inbox_event(session)
@@ -141,6 +144,11 @@ class Engine:
                 raise
             log.exception("inbound event %s could not be processed", event_id)
             failed = (event_id, f"{type(error).__name__}: {error}")
+        else:
+            # The scheduler reads its plan from the database: wake it only after the commit,
+            # or it may look before the new event or broadcast is there and miss it.
+            if self._planned:
+                self.schedule_changed.set()
         if failed:
             await self._record_failure(*failed)
         return True
@@ -206,7 +214,7 @@ class Engine:
             identity.flow_step = state.step or None
             identity.flow_data = state.to_json()
         if effects.schedule_changed:
-            self.schedule_changed.set()
+            self._planned = True
         # Viber allows one message before a resident subscribes: the answer to the opening.
         status = "welcome" if inbound.kind is Kind.START else "pending"
         for reply in replies:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,13 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.export import ExportFilter, write_export
+from bot.export_links import ExportLinks
 from bot.outreach import broadcasts, campaigns, events, loop
 from bot.outreach.audience import Audience, summarise
 from flows.content import Content
 from flows.notices import pick
 from flows.staff import Preview
 from storage.db import Database
-from storage.models import Campaign, CampaignFollower, Report
+from storage.models import Campaign, CampaignFollower, Event, Report
 
 PERMISSION = {
     "preview_broadcast": "broadcast",
@@ -31,12 +31,16 @@ PERMISSION = {
     "answer_question": "answer",
     "promote": "answer",
     "stats": "read",
-    "list_events": "events",
+    # Coordinators may see the events; only staff and admins change them.
+    "list_events": "read",
+    "load_event": "events",
+    "create_event": "events",
+    "move_event": "events",
+    "cancel_event": "events",
     "list_campaigns": "campaigns",
     "post_update": "campaigns",
     "export": "export",
 }
-EXPORTS = Path("data") / "exports"
 
 
 class StaffActions:
@@ -171,6 +175,67 @@ class StaffActions:
             for e in found
         ]
 
+    async def load_event(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One event as staff manage it, in their language; None when there is none."""
+        found = await self.session.get(Event, args["id"])
+        if found is None:
+            return None
+        return {
+            "id": found.id,
+            "title": events.title_in(found, self.lang, self.settings.language_fallback),
+            "starts_at": found.starts_at.isoformat(),
+            "place": found.place,
+            "capacity": found.capacity,
+            "status": found.status,
+            "going": await events.going(self.session, found.id),
+        }
+
+    async def create_event(self, args: Mapping[str, Any]) -> dict[str, int]:
+        created = await events.create(
+            self.session,
+            titles=dict(args["titles"]),
+            descriptions=dict(args.get("descriptions") or {}),
+            starts_at=datetime.fromisoformat(args["starts_at"]),
+            place=args["place"],
+            municipality=args.get("municipality"),
+            capacity=args.get("capacity"),
+            now=self.now,
+        )
+        # Its reminders are new moments: the scheduler must look again, as after the CLI.
+        self.schedule_changed = True
+        return {"id": created.id}
+
+    async def move_event(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await self._change_event(
+            args["id"], starts_at=datetime.fromisoformat(args["starts_at"])
+        )
+
+    async def cancel_event(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await self._change_event(args["id"], cancel=True)
+
+    async def _change_event(
+        self, event_id: int, *, starts_at: datetime | None = None, cancel: bool = False
+    ) -> dict[str, Any] | None:
+        """Move or cancel an upcoming event; `events.change` tells everyone registered.
+
+        None when it is over or was cancelled meanwhile (by another staff member, say):
+        nobody should hear of a new time for an event that will not happen.
+        """
+        found = await self.session.get(Event, event_id, with_for_update=True)
+        if found is None or found.status != "scheduled" or found.starts_at <= self.now:
+            return None
+        told = await events.change(
+            self.session,
+            event_id,
+            now=self.now,
+            fallback=self.settings.language_fallback,
+            tz_name=self.settings.tz_name,
+            starts_at=starts_at,
+            cancel=cancel,
+        )
+        self.schedule_changed = True
+        return {"id": event_id, "told": told, "starts_at": found.starts_at.isoformat()}
+
     async def list_campaigns(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         counted = await self.session.execute(
             select(Campaign, func.count(CampaignFollower.id))
@@ -201,9 +266,9 @@ class StaffActions:
         return {"queued": queued}
 
     async def export(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        EXPORTS.mkdir(parents=True, exist_ok=True)
-        path = EXPORTS / f"khma-{self.now:%Y%m%d-%H%M}-{secrets.token_hex(4)}.csv"
+        """Write the CSV under an unguessable name: on Viber the name is served as a link."""
+        path = ExportLinks.from_settings(self.settings).new_path(self.now)
         count = await write_export(
             self.db, ExportFilter(), self.content, "csv", path, tz_name=self.settings.tz_name
         )
-        return {"count": count, "document": str(path)}
+        return {"count": count, "document": str(path), "size": path.stat().st_size}

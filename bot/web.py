@@ -1,4 +1,4 @@
-"""The aiohttp server: health check and the platforms' webhooks."""
+"""The aiohttp server: health check, the platforms' webhooks and short-lived export links."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bot.channels.base import WebhookChannel
+from bot.export_links import ExportLinks
 
 
 @dataclass
@@ -27,7 +28,12 @@ def _webhook(channel: WebhookChannel):
     return handle
 
 
-def build_web_app(readiness: Readiness, channels: Iterable[WebhookChannel]) -> web.Application:
+def build_web_app(
+    readiness: Readiness,
+    channels: Iterable[WebhookChannel],
+    exports: ExportLinks | None = None,
+) -> web.Application:
+    """`exports` is given only where a platform needs files by URL (Viber): no link otherwise."""
     app = web.Application(client_max_size=1024 * 1024)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -38,4 +44,6 @@ def build_web_app(readiness: Readiness, channels: Iterable[WebhookChannel]) -> w
     app.router.add_get("/healthz", healthz)
     for channel in channels:
         app.router.add_post(f"/webhooks/{channel.name}", _webhook(channel))
+    if exports is not None:
+        exports.add_routes(app)
     return app

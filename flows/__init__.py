@@ -17,6 +17,7 @@ from flows.privacy import privacy
 from flows.report import report
 from flows.settings import settings
 from flows.staff import staff
+from flows.staff_events import staff_events
 
 # Commands work at any step; each names the step it leads to.
 COMMANDS = {
@@ -39,7 +40,8 @@ STAFF_COMMANDS = {
     "answer": ("answer", "staff.answer"),
     "stats": ("read", "staff.stats"),
     "export": ("export", "staff.export"),
-    "events": ("events", "staff.events"),
+    # Coordinators read the list; managing events asks for "events" at each step.
+    "events": ("read", "staff_events.list"),
     "campaigns": ("campaigns", "staff.campaigns"),
 }
 # Buttons under notices work whatever the resident is doing: `prefix:argument`.
@@ -60,4 +62,4 @@ class Registry:
 
 
 ALL_FLOWS = (onboarding, menu, report, dcfta, mine, settings, privacy, events, campaigns, followup)
-REGISTRY = Registry({f.name: f for f in (*ALL_FLOWS, staff)})
+REGISTRY = Registry({f.name: f for f in (*ALL_FLOWS, staff, staff_events)})

@@ -125,6 +125,12 @@ class Attend:
 
 
 @dataclass(frozen=True)
+class LoadFaq:
+    """Answered questions staff added to the FAQ, in the resident's language, newest first,
+    into `facts["faq"]`."""
+
+
+@dataclass(frozen=True)
 class LoadCampaigns:
     """Active campaigns, and which the resident follows, into `facts["campaigns"]`."""
 
@@ -157,6 +163,7 @@ class StaffAction:
 Effect = (
     UpdateProfile
     | LoadEvents
+    | LoadFaq
     | Attend
     | LoadCampaigns
     | Follow

@@ -29,13 +29,16 @@ class EventView:
     starts_at: datetime
     place: str
     going: bool
+    description: str = ""
 
 
 def listed(ctx: Context) -> Outcome:
     found: list[EventView] = ctx.facts["events"]
     if not found:
         return Outcome(say=[say(ctx.t(NONE_UPCOMING))], goto="menu.main")
-    ctx.data["events"] = [[e.id, e.title, e.starts_at.isoformat(), e.place, e.going] for e in found]
+    ctx.data["events"] = [
+        [e.id, e.title, e.starts_at.isoformat(), e.place, e.going, e.description] for e in found
+    ]
     return Outcome(goto="events.choose")
 
 
@@ -66,6 +69,9 @@ def detail_prompt(ctx: Context) -> str:
         when=ctx.t.datetime(datetime.fromisoformat(event[2])),
         place=event[3],
     )
+    # Lists stored before descriptions were shown have five items.
+    if len(event) > 5 and event[5]:
+        text = f"{text}\n\n{event[5]}"
     return f"{text}\n\n{ctx.t(YOU_GO)}" if event[4] else text
 
 

@@ -57,7 +57,7 @@ def menu_choices(ctx: Context) -> list[Choice]:
 
 ROUTES = {
     "report": "report.category",
-    "dcfta": "dcfta.topics",
+    "dcfta": "dcfta.load",
     "mine": "mine.load",
     "events": "events.load",
     "campaigns": "campaigns.load",

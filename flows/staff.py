@@ -7,11 +7,12 @@ check the role again before anything happens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.config import LANGUAGES
-from bot.i18n import _, ngettext
+from bot.i18n import Msg, _, ngettext
 from flows.core import (
     Ask,
     Choice,
@@ -26,6 +27,9 @@ from flows.core import (
 from flows.mine import STATUS
 from flows.onboarding import ENDONYMS, municipalities
 from flows.report import CATEGORY_LABELS
+
+# Telegram and Viber both refuse files a bot sends above 50 MB.
+FILE_LIMIT = 50 * 1024 * 1024
 
 WRITE_TEXT = _("New broadcast. Write the text in {language}, or tap “Skip”.")
 NO_TEXT = _("A broadcast needs a text in at least one language. Start again with /broadcast.")
@@ -73,12 +77,10 @@ PROGRESS = _(
     "failed {failed} · unreachable {unreachable}."
 )
 EXPORT_READY = _("Your export ({count} rows) is attached.")
-EXPORT_TELEGRAM_ONLY = _(
-    "Files can be sent only on Telegram. Use /export there, or `python -m bot export` on the "
-    "server."
+EXPORT_TOO_LARGE = _(
+    "The export ({count} rows) is larger than the 50 MB a chat can carry. Ask the operator to "
+    "run `python -m bot export` on the server."
 )
-EVENT_LINE = _("#{id} {title} · {when} · going: {going}")
-NO_EVENTS = _("No upcoming events. Staff create them with `python -m bot event create`.")
 CAMPAIGN_LINE = _("{code}: {title} · followers: {followers}")
 NO_CAMPAIGNS = _("No campaigns yet. Create one with `python -m bot campaign create`.")
 UPDATE_WHICH = _("To post an update, type the campaign code; or /menu.")
@@ -106,20 +108,27 @@ def _argument(ctx: Context, key: str) -> None:
 # --- /broadcast -------------------------------------------------------------------
 
 
-def _text_step(lang: str) -> Ask:
+def text_step(
+    lang: str,
+    prompt: Msg = WRITE_TEXT,
+    prefix: str = "text",
+    on: Callable[[Context], Outcome | str] | None = None,
+) -> Ask:
+    """One language's text, skippable; event titles and descriptions are asked the same way."""
     return Ask(
-        f"text_{lang}",
-        lambda ctx, lang=lang: ctx.t(WRITE_TEXT, language=ENDONYMS[lang]),
-        save=f"text_{lang}",
+        f"{prefix}_{lang}",
+        lambda ctx, lang=lang: ctx.t(prompt, language=ENDONYMS[lang]),
+        save=f"{prefix}_{lang}",
         skip=True,
+        on=on,
     )
 
 
-def texts(ctx: Context) -> dict[str, str]:
+def texts(ctx: Context, prefix: str = "text") -> dict[str, str]:
     return {
-        lang: ctx.data[f"text_{lang}"]["text"]
+        lang: ctx.data[f"{prefix}_{lang}"]["text"]
         for lang in LANGUAGES
-        if ctx.data.get(f"text_{lang}", {}).get("text")
+        if ctx.data.get(f"{prefix}_{lang}", {}).get("text")
     }
 
 
@@ -197,13 +206,19 @@ def confirmed(ctx: Context, choice: str) -> Outcome | str:
     return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
 
 
-def scheduled(ctx: Context) -> Outcome:
-    typed = ctx.data["when"]["text"]
+def parse_moment(ctx: Context, typed: str) -> datetime | None:
+    """A typed "2026-12-01 10:00" in Tbilisi time, or None unless it reads and lies ahead:
+    staff plan broadcasts and events in local time, and the past is always a typo."""
     try:
         moment = datetime.fromisoformat(typed.strip()).replace(tzinfo=ctx.t.tz)
     except ValueError:
-        return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff.when")
-    if moment <= ctx.now:
+        return None
+    return moment if moment > ctx.now else None
+
+
+def scheduled(ctx: Context) -> Outcome:
+    moment = parse_moment(ctx, ctx.data["when"]["text"])
+    if moment is None:
         return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff.when")
     args = {"texts": texts(ctx), "audience": audience(ctx), "send_at": moment.isoformat()}
     return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
@@ -324,27 +339,6 @@ def stats_show(ctx: Context) -> Outcome:
     return Outcome(say=[say("\n".join(lines))], goto="menu.main")
 
 
-def events_list(ctx: Context) -> Outcome:
-    return Outcome(effects=[StaffAction("list_events")], goto="staff.events_show")
-
-
-def events_show(ctx: Context) -> Outcome:
-    found = ctx.facts["staff"]
-    if not found:
-        return Outcome(say=[say(ctx.t(NO_EVENTS))], goto="menu.main")
-    lines = [
-        ctx.t(
-            EVENT_LINE,
-            id=e["id"],
-            title=e["title"],
-            when=ctx.t.datetime(datetime.fromisoformat(e["starts_at"])),
-            going=e["going"],
-        )
-        for e in found
-    ]
-    return Outcome(say=[say("\n".join(lines))], goto="menu.main")
-
-
 def campaigns_list(ctx: Context) -> Outcome:
     return Outcome(effects=[StaffAction("list_campaigns")], goto="staff.campaigns_show")
 
@@ -375,20 +369,21 @@ def update_sent(ctx: Context) -> Outcome:
 
 
 def export(ctx: Context) -> Outcome:
-    if ctx.profile.channel != "telegram":
-        return Outcome(say=[say(ctx.t(EXPORT_TELEGRAM_ONLY))], goto="menu.main")
+    """Every channel gets the file: Telegram uploads it, Viber sends a short-lived link."""
     return Outcome(effects=[StaffAction("export")], goto="staff.export_done")
 
 
 def export_done(ctx: Context) -> Outcome:
     found = ctx.facts["staff"]
+    if found.get("size", 0) > FILE_LIMIT:
+        return Outcome(say=[say(ctx.t(EXPORT_TOO_LARGE, count=found["count"]))], goto="menu.main")
     reply = say(ctx.t(EXPORT_READY, count=found["count"]))
     return Outcome(say=[replace(reply, document=found["document"])], goto="menu.main")
 
 
 staff = Flow(
     "staff",
-    *[_text_step(lang) for lang in LANGUAGES],
+    *[text_step(lang) for lang in LANGUAGES],
     Do("texts_done", after_texts),
     Choose("audience", WHO, AUDIENCES, on=lambda ctx, c: AUDIENCE_STEPS[c]),
     Choose(
@@ -450,8 +445,6 @@ staff = Flow(
     ),
     Do("stats", stats),
     Do("stats_show", stats_show),
-    Do("events", events_list),
-    Do("events_show", events_show),
     Do("campaigns", campaigns_list),
     Do("campaigns_show", campaigns_show),
     Ask("update_code", UPDATE_WHICH, save="typed", on=update_code_typed),

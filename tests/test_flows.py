@@ -11,7 +11,16 @@ from bot.i18n import Translator, pick_language
 from bot.messages import Button, Inbound, Kind, Reply
 from flows import REGISTRY
 from flows.content import load_content
-from flows.core import PICK_A_BUTTON, Context, Effect, Profile, SubmitReport, UpdateProfile
+from flows.core import (
+    PICK_A_BUTTON,
+    Context,
+    Effect,
+    LoadFaq,
+    Profile,
+    SubmitReport,
+    UpdateProfile,
+)
+from flows.dcfta import FROM_RESIDENTS, QUESTIONS, FaqView
 from flows.onboarding import MUNICIPALITY
 from flows.report import CATEGORY_LABELS, DESCRIBE
 
@@ -128,3 +137,95 @@ def test_stored_shapes_round_trip() -> None:
     assert Reply.from_json(reply.to_json()) == reply
     inbound = said(Kind.LOCATION, latitude=41.0, longitude=44.0, display_name="Nino")
     assert Inbound.from_json(inbound.to_json()) == inbound
+
+
+# --- DCFTA answers that residents' questions added ----------------------------------------
+
+PROMOTED = [
+    FaqView(
+        12,
+        "export_eu",
+        "Можно ли продавать мёд с моей пасеки в Марнеули в Польшу, если у меня нет своей компании?",
+        "Да, но сначала пасеку нужно зарегистрировать в Национальном агентстве продовольствия.",
+    ),
+    FaqView(9, None, "Кто выдаёт сертификат EUR.1?", "Налоговая служба, по заявлению."),
+    FaqView(5, "retired_topic", "Что изменилось для фундука?", "Ничего нового."),
+]
+
+
+async def browse(
+    state: State, inbound: Inbound, ctx: Context, promoted: list[FaqView]
+) -> tuple[list[Reply], State, list[Effect]]:
+    """One turn where the engine finds `promoted` in the FAQ, stored as a restart sees it."""
+    effects: list[Effect] = []
+
+    async def apply(effect: Effect, _ctx: Context) -> None:
+        effects.append(effect)
+        if isinstance(effect, LoadFaq):
+            _ctx.facts["faq"] = promoted
+        if isinstance(effect, SubmitReport):
+            _ctx.facts["reference"] = "DQ-2026-000043"
+
+    replies, state = await Conversation(REGISTRY, apply).turn(state, inbound, ctx)
+    return replies, State.from_json(state.step, state.to_json()), effects
+
+
+def ids(reply: Reply) -> list[str]:
+    return [button.id for row in reply.buttons for button in row]
+
+
+async def test_promoted_questions_follow_the_static_ones_and_the_rest_have_a_topic() -> None:
+    ctx = context("ru")
+    static = [topic.id for topic in ctx.content.topics]
+    _, state, _ = await browse(State(), said(Kind.TEXT, text="/menu"), ctx, PROMOTED)
+    [topics], state, effects = await browse(
+        state, said(Kind.BUTTON, payload="dcfta"), ctx, PROMOTED
+    )
+    assert effects == [LoadFaq()]
+    assert ids(topics) == [*static, "residents", "ask", "back"]
+    assert topics.buttons[len(static)][0].label == ctx.t(FROM_RESIDENTS)
+
+    [listing], state, _ = await browse(state, said(Kind.BUTTON, payload="export_eu"), ctx, PROMOTED)
+    assert ids(listing) == ["what_is_dcfta", "check_first", "faq-12", "back"]
+    label = listing.buttons[2][0].label
+    assert len(label) <= 60 and label.endswith("…")
+    assert PROMOTED[0].question.startswith(label[:-1])
+    [answer, again], state, effects = await browse(
+        state, said(Kind.BUTTON, payload="faq-12"), ctx, PROMOTED
+    )
+    assert answer.text == f"{PROMOTED[0].question}\n\n{PROMOTED[0].answer}"
+    assert again.text == listing.text and effects == []
+
+    [topics], state, _ = await browse(state, said(Kind.BUTTON, payload="back"), ctx, PROMOTED)
+    assert "residents" in ids(topics), "the list is kept while browsing"
+    [theirs], state, _ = await browse(state, said(Kind.BUTTON, payload="residents"), ctx, PROMOTED)
+    assert theirs.text == ctx.t(QUESTIONS, topic=ctx.t(FROM_RESIDENTS))
+    assert ids(theirs) == ["faq-9", "faq-5", "back"], "an unknown topic joins the residents'"
+    assert theirs.buttons[0][0].label == "Кто выдаёт сертификат EUR.1?"
+
+    _, state, _ = await browse(state, said(Kind.BUTTON, payload="back"), ctx, PROMOTED)
+    _, state, _ = await browse(state, said(Kind.BUTTON, payload="ask"), ctx, PROMOTED)
+    _, state, effects = await browse(state, said(Kind.TEXT, text="А для мёда?"), ctx, PROMOTED)
+    assert effects == [SubmitReport(kind="dcfta", category=None, text="А для мёда?")]
+
+
+async def test_without_promoted_questions_the_topics_are_the_static_ones() -> None:
+    ctx = context("az")
+    _, state, _ = await browse(State(), said(Kind.TEXT, text="/menu"), ctx, [])
+    [topics], state, _ = await browse(state, said(Kind.BUTTON, payload="dcfta"), ctx, [])
+    assert ids(topics) == [*(topic.id for topic in ctx.content.topics), "ask", "back"]
+    [listing], _, _ = await browse(state, said(Kind.BUTTON, payload="origin"), ctx, [])
+    assert ids(listing) == ["eur1_certificate", "origin_declaration", "back"]
+
+
+def test_a_typed_number_is_a_button_where_buttons_are_asked_for_and_an_answer_elsewhere() -> None:
+    from bot.conversation import interpret
+
+    offered = [("skip", "Skip"), ("back", "Back")]
+    at_a_choice = State(step="menu.main", offered=offered)
+    at_a_question = State(step="staff_events.capacity", offered=offered)
+    typed_one = said(Kind.TEXT, text="1")
+
+    assert interpret(at_a_choice, typed_one).payload == "skip"
+    assert interpret(at_a_question, typed_one, free_input=True) == typed_one
+    assert interpret(at_a_question, said(Kind.TEXT, text="skip"), free_input=True).payload == "skip"

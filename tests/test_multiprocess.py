@@ -38,7 +38,7 @@ def environment(db: Database, api: TelegramStandIn) -> dict[str, str]:
         "DATABASE_URL": db.url,
         "HOST": "127.0.0.1",
         "PORT": "0",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("KHMA_MULTI_LOG_LEVEL", "WARNING"),
         "DISPATCH_LEASE_SECONDS": "3",
         "TELEGRAM_RATE": "500",
         "TELEGRAM_CHAT_RATE": "50",
@@ -107,10 +107,10 @@ async def residents(db: Database, count: int, first_chat: int) -> list[int]:
     return list(ids)
 
 
-async def until(condition, timeout: float = 90.0) -> None:
+async def until(condition, timeout: float = 90.0, what=lambda: None) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        assert asyncio.get_running_loop().time() < deadline, f"timed out ({what()})"
         await asyncio.sleep(0.05)
 
 
@@ -144,7 +144,7 @@ async def test_two_processes_deliver_a_broadcast_and_reminders_exactly_once(db) 
         processes = [await bot(env, "run"), await bot(env, "run")]
         try:
             await cli(env, "broadcast", "create", "--text", "ru=Завтра встреча", "--yes")
-            await until(lambda: len(api.sent) >= RECIPIENTS + 300)
+            await until(lambda: len(api.sent) >= RECIPIENTS + 300, what=lambda: len(api.sent))
             await asyncio.sleep(2)  # anything sent twice would arrive by now
         finally:
             await stop(processes)

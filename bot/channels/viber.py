@@ -4,7 +4,9 @@ viberbot parses callbacks and builds message dictionaries without any I/O; its
 own `Api` sends with blocking `requests`, so sending goes through aiohttp here.
 A callback is answered 200 only after its event is stored (Viber retries
 otherwise), and `conversation_started` is answered with the one welcome message
-Viber allows before a resident subscribes.
+Viber allows before a resident subscribes. Viber takes files only by URL, so a
+reply's document (a staff export) goes out as a short-lived link to this very
+server, whose public address is that of VIBER_WEBHOOK_URL.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from viberbot.api.messages import PictureMessage, TextMessage
+from viberbot.api.messages import FileMessage, PictureMessage, TextMessage
 from viberbot.api.viber_requests import (
     ViberConversationStartedRequest,
     ViberDeliveredRequest,
@@ -39,6 +43,7 @@ from bot.channels.base import (
     WebhookAnswer,
 )
 from bot.config import Settings
+from bot.export_links import display_name, link
 from bot.messages import Button, Inbound, Kind, Reply, split_text
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,9 @@ AUTH_HEADER = "X-Viber-Auth-Token"
 BUTTON_PREFIX = "btn:"
 TEXT_LIMIT = 6500
 CAPTION_LIMIT = 768
+FILE_LIMIT = 50 * 1024 * 1024
+FILE_NAME_LIMIT = 256
+WEBHOOK_PATH = "/webhooks/viber"
 SENDER_NAME_LIMIT = 28
 # Rows of buttons on one keyboard page by default; a row holds up to 6 columns.
 PAGE_ROWS = 10
@@ -80,6 +88,18 @@ RETRY_STATUSES = {1, 2, 10, 11, 23, 24}
 
 def signature(token: str, body: bytes) -> str:
     return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+
+
+def public_base(webhook_url: str) -> str:
+    """This server as Viber reaches it: the webhook URL without `/webhooks/viber`.
+
+    A path before it is kept, so a reverse proxy serving Khma under a prefix still works;
+    any other webhook path leaves just scheme://host[:port].
+    """
+    parts = urlsplit(webhook_url)
+    path = parts.path.rstrip("/")
+    prefix = path.removesuffix(WEBHOOK_PATH) if path.endswith(WEBHOOK_PATH) else ""
+    return urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
 
 
 def _rows(buttons: tuple[tuple[Button, ...], ...]) -> list[tuple[Button, ...]]:
@@ -297,8 +317,30 @@ class ViberChannel:
 
     # --- sending ----------------------------------------------------------------------
 
+    def _file(self, document: str) -> dict[str, Any]:
+        """A `file` message for an export: Viber fetches it from our `/exports/` link."""
+        if not self.settings.viber_webhook_url:
+            raise Rejected("VIBER_WEBHOOK_URL is not set: no public address to serve a file from")
+        path = Path(document)
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise Rejected(f"the file to send is gone: {type(error).__name__}") from error
+        if size > FILE_LIMIT:
+            raise Rejected(f"a {size}-byte file is above Viber's {FILE_LIMIT}-byte limit")
+        media = link(public_base(self.settings.viber_webhook_url), path)
+        name = display_name(path)[-FILE_NAME_LIMIT:]
+        version = self.settings.viber_min_api_version
+        return FileMessage(
+            media=media, size=size, file_name=name, min_api_version=version
+        ).to_dict()
+
     def _messages(self, reply: Reply) -> list[dict[str, Any]]:
-        """viberbot builds each message dictionary; long texts become several messages."""
+        """viberbot builds each message dictionary; long texts become several messages.
+
+        The keyboard goes on the last message, so it stays under the input field; a file
+        comes after its text, as Viber's file messages carry no caption.
+        """
         version = self.settings.viber_min_api_version
         messages: list[dict[str, Any]] = []
         text = reply.text
@@ -311,15 +353,13 @@ class ViberChannel:
             )
             text = "" if caption else text
         if text:
-            pieces = split_text(text, TEXT_LIMIT)
-            for index, piece in enumerate(pieces):
-                last = index == len(pieces) - 1
-                board = keyboard(reply, self.settings.viber_keyboard_rows) if last else None
-                messages.append(
-                    TextMessage(text=piece, keyboard=board, min_api_version=version).to_dict()
-                )
-        elif reply.buttons and messages:
-            messages[-1]["keyboard"] = keyboard(reply, self.settings.viber_keyboard_rows)
+            for piece in split_text(text, TEXT_LIMIT):
+                messages.append(TextMessage(text=piece, min_api_version=version).to_dict())
+        if reply.document:
+            messages.append(self._file(reply.document))
+        board = keyboard(reply, self.settings.viber_keyboard_rows)
+        if board and messages:
+            messages[-1]["keyboard"] = board
         for message in messages:
             message["sender"] = dict(self.sender)
             if not message.get("keyboard"):

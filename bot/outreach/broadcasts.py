@@ -9,9 +9,10 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.dispatch import BULK_PRIORITY
 from bot.messages import Reply
 from bot.outreach.audience import Audience, residents
-from bot.outreach.notices import BULK, enqueue
+from bot.outreach.notices import enqueue_many
 from flows.notices import pick
 from storage.models import Broadcast, OutboxMessage
 
@@ -81,19 +82,17 @@ async def start_due(
     for broadcast in list(due):
         broadcast.status = "sending"
         broadcast.started_at = now
-        audience = Audience.from_json(broadcast.audience)
-        for resident in (await session.execute(residents(audience))).scalars():
-            queued += await enqueue(
-                session,
-                resident,
-                lambda t, b=broadcast: _reply(b, t.lang, fallback),
-                now=now,
-                kind="broadcast",
-                priority=BULK,
-                tz_name=tz_name,
-                dedupe_key=f"bc:{broadcast.id}:{resident.id}",
-                broadcast_id=broadcast.id,
-            )
+        queued += await enqueue_many(
+            session,
+            residents(Audience.from_json(broadcast.audience)),
+            lambda t, b=broadcast: _reply(b, t.lang, fallback),
+            now=now,
+            kind="broadcast",
+            priority=BULK_PRIORITY,
+            tz_name=tz_name,
+            dedupe_prefix=f"bc:{broadcast.id}",
+            broadcast_id=broadcast.id,
+        )
     return queued
 
 

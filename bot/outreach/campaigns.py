@@ -8,7 +8,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.outreach.notices import BULK, enqueue
+from bot.dispatch import BULK_PRIORITY
+from bot.i18n import Translator
+from bot.messages import Reply
+from bot.outreach.notices import enqueue_many
 from flows import notices
 from storage.models import Campaign, CampaignFollower, Resident
 
@@ -81,25 +84,22 @@ async def post_update(
     if campaign is None:
         raise LookupError(f"no campaign {code!r}")
     followers = (
-        await session.execute(
-            select(Resident)
-            .join(CampaignFollower, CampaignFollower.resident_id == Resident.id)
-            .where(CampaignFollower.campaign_id == campaign.id)
-        )
-    ).scalars()
-    queued = 0
-    for resident in list(followers):
-        lang = resident.language or ""
-        title = notices.pick(campaign.titles, lang, fallback) or code
-        text = notices.pick(texts, lang, fallback) or ""
-        queued += await enqueue(
-            session,
-            resident,
-            lambda t, title=title, text=text: notices.campaign_update(t, title, text),
-            now=now,
-            kind="campaign",
-            priority=BULK,
-            tz_name=tz_name,
-            dedupe_key=f"cu:{campaign.id}:{update_id}:{resident.id}",
-        )
-    return queued
+        select(Resident)
+        .join(CampaignFollower, CampaignFollower.resident_id == Resident.id)
+        .where(CampaignFollower.campaign_id == campaign.id)
+    )
+
+    def render(t: Translator) -> Reply:
+        title = notices.pick(campaign.titles, t.lang, fallback) or code
+        return notices.campaign_update(t, title, notices.pick(texts, t.lang, fallback) or "")
+
+    return await enqueue_many(
+        session,
+        followers,
+        render,
+        now=now,
+        kind="campaign",
+        priority=BULK_PRIORITY,
+        tz_name=tz_name,
+        dedupe_prefix=f"cu:{campaign.id}:{update_id}",
+    )

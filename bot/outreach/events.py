@@ -7,13 +7,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.outreach.notices import NOTICE, enqueue
+from bot.dispatch import NOTICE_PRIORITY
+from bot.outreach.notices import enqueue
 from flows import notices
 from storage.models import Event, Resident, Rsvp
 
 
 def title_in(event: Event, lang: str, fallback: tuple[str, ...]) -> str:
     return notices.pick(event.titles, lang, fallback) or ""
+
+
+def description_in(event: Event, lang: str, fallback: tuple[str, ...]) -> str:
+    """In the language the title is shown in, so a resident never reads two languages."""
+    for code in (lang, *fallback):
+        if event.titles.get(code):
+            return event.descriptions.get(code) or ""
+    return ""
 
 
 async def create(
@@ -129,7 +138,7 @@ async def change(
             render,
             now=now,
             kind="event",
-            priority=NOTICE,
+            priority=NOTICE_PRIORITY,
             tz_name=tz_name,
             dedupe_key=f"evchg:{event.id}:{event.version}:{resident.id}",
         )
@@ -175,7 +184,7 @@ async def remind_due(
                 ),
                 now=now,
                 kind="reminder",
-                priority=NOTICE,
+                priority=NOTICE_PRIORITY,
                 tz_name=tz_name,
                 dedupe_key=f"rem:{event.id}:{event.version}:{hours}h:{resident.id}",
             )

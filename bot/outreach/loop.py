@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.outreach.notices import NOTICE, enqueue
+from bot.dispatch import NOTICE_PRIORITY
+from bot.outreach.notices import enqueue
 from flows import notices
 from storage.models import FaqEntry, Report, Resident
 
@@ -46,7 +47,7 @@ async def set_status(
         lambda t: notices.status_changed(t, report.reference, status),
         now=now,
         kind="status",
-        priority=NOTICE,
+        priority=NOTICE_PRIORITY,
         tz_name=tz_name,
     )
 
@@ -69,7 +70,7 @@ async def answer(
         lambda t: notices.answered(t, report.reference, text),
         now=now,
         kind="answer",
-        priority=NOTICE,
+        priority=NOTICE_PRIORITY,
         tz_name=tz_name,
     )
 
@@ -114,7 +115,7 @@ async def followups_due(
             lambda t, r=report: notices.followup(t, r.reference, r.id),
             now=now,
             kind="followup",
-            priority=NOTICE,
+            priority=NOTICE_PRIORITY,
             tz_name=tz_name,
             dedupe_key=f"fu:{report.id}:{report.resolved_at.isoformat()}",
         )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +19,9 @@ from bot.i18n import Translator
 from bot.messages import Reply
 from storage.models import Identity, OutboxMessage, Resident
 
-REPLY = 0
-NOTICE = 10
-BULK = 20
+# Rows per INSERT: large enough to make a 10,000-resident broadcast a few statements,
+# small enough to stay under SQLite's and asyncpg's limits on bound parameters.
+CHUNK = 500
 
 
 async def reachable_identity(session: AsyncSession, resident_id: int) -> Identity | None:
@@ -72,3 +73,84 @@ async def enqueue(
     except IntegrityError:
         return False  # another process queued it a moment ago
     return True
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    recipients: Select[tuple[Resident]],
+    render: Callable[[Translator], Reply],
+    *,
+    now: datetime,
+    kind: str,
+    priority: int,
+    dedupe_prefix: str,
+    tz_name: str = "Asia/Tbilisi",
+    broadcast_id: int | None = None,
+) -> int:
+    """Queue one message for each of many residents with a handful of statements.
+
+    The same rules as `enqueue` (the app used last, never a blocked one, at most once
+    per `dedupe_prefix` and resident), but a broadcast to thousands must not cost
+    several queries per resident while it holds SQLite's only write lock.
+    """
+    chosen = recipients.subquery()
+    ranked = (
+        select(
+            Identity.id.label("identity_id"),
+            Identity.resident_id,
+            Identity.channel,
+            Identity.address,
+            func.row_number()
+            .over(
+                partition_by=Identity.resident_id,
+                order_by=(Identity.last_inbound_at.desc().nulls_last(), Identity.id.desc()),
+            )
+            .label("rank"),
+        )
+        .where(Identity.unreachable_at.is_(None))
+        .subquery()
+    )
+    found = await session.execute(
+        select(ranked, chosen.c.language)
+        .join(chosen, chosen.c.id == ranked.c.resident_id)
+        .where(ranked.c.rank == 1, chosen.c.language.is_not(None))
+        .order_by(ranked.c.resident_id)
+    )
+    payloads: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for identity_id, resident_id, channel, address, _rank, language in found:
+        if language not in payloads:
+            payloads[language] = render(Translator(language, tz_name)).to_json()
+        rows.append(
+            {
+                "channel": channel,
+                "address": address,
+                "identity_id": identity_id,
+                "kind": kind,
+                "priority": priority,
+                "payload": payloads[language],
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "dedupe_key": f"{dedupe_prefix}:{resident_id}",
+                "broadcast_id": broadcast_id,
+            }
+        )
+    queued = 0
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        already = set(
+            (
+                await session.execute(
+                    select(OutboxMessage.dedupe_key).where(
+                        OutboxMessage.dedupe_key.in_([row["dedupe_key"] for row in chunk])
+                    )
+                )
+            ).scalars()
+        )
+        fresh = [row for row in chunk if row["dedupe_key"] not in already]
+        if fresh:
+            await session.execute(insert(OutboxMessage), fresh)
+            queued += len(fresh)
+    return queued
