@@ -57,8 +57,11 @@ class Khma:
         if self.viber:
             channels[self.viber.name] = self.viber
             self.webhooks.append(self.viber)
+        leadership = Leadership(self.db, key=lock_key_for(settings.database_schema))
         policy = policy or DispatchPolicy.from_settings(settings)
-        self.dispatcher = Dispatcher(self.db, channels, policy=policy, clock=clock)
+        self.dispatcher = Dispatcher(
+            self.db, channels, policy=policy, clock=clock, sends_bulk=lambda: leadership.is_leader
+        )
         self.engine.notify = self.dispatcher.wake
         self.due = DueWork(self.db, settings)
         self.scheduler = Scheduler(
@@ -66,7 +69,7 @@ class Khma:
             upcoming=self.due.upcoming,
             clock=clock,
             tz_name=settings.tz_name,
-            leadership=Leadership(self.db, key=lock_key_for(settings.database_schema)),
+            leadership=leadership,
         )
         self.readiness = Readiness()
         self.stop_event = asyncio.Event()

@@ -187,8 +187,13 @@ class Dispatcher:
         policy: DispatchPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         limiters: Mapping[str, RateLimiter] | None = None,
+        sends_bulk: Callable[[], bool] = lambda: True,
     ) -> None:
         self.db = db
+        # Rate limits are counted per process, and the platforms count per bot: only one
+        # process (the scheduler's leader) sends bulk, so several processes still keep
+        # a broadcast at the platform's pace. Every process answers its residents.
+        self.sends_bulk = sends_bulk
         self.channels = channels
         self.policy = policy or DispatchPolicy()
         self.clock = clock
@@ -233,6 +238,8 @@ class Dispatcher:
     def _lane_open(self, lane: _Lane) -> bool:
         if lane.urgent:
             return True
+        if not self.sends_bulk():
+            return False
         quiet = in_quiet_hours(self.clock(), self.policy.quiet_hours, self.policy.tz_name)
         if quiet != self._quiet:
             self._quiet = quiet

@@ -7,7 +7,10 @@ A `RateLimiter` per channel keeps us under both limits:
 * a global token bucket (`per_second`, with a burst of about one second's worth, so
   a quiet bot answers the first few residents at once);
 * a minimum interval between two messages to the same address
-  (`1 / per_address_per_second`), so one chat never sees a flood;
+  (`1 / per_address_per_second`), so one chat never sees a flood; an urgent
+  message keeps that interval from the previous urgent one only, so an answer is
+  not held up because the broadcast reached the same chat a moment before (at
+  most one message of each kind per interval: a pair, never a flood);
 * precedence: an urgent acquirer (a reply or a personal notice) takes the next
   token before any waiting bulk acquirer (a broadcast), so a running broadcast
   delays a reply by one token's interval at most, never by its queue;
@@ -87,7 +90,8 @@ class RateLimiter:
         self._tokens = self.capacity
         self._updated = clock()
         self._paused_until = -math.inf
-        self._next_for: dict[str, float] = {}
+        self._next_for: dict[str, float] = {}  # after any message: what bulk waits for
+        self._next_urgent_for: dict[str, float] = {}  # after an urgent one: what urgent waits for
         self._prune_at = _PRUNE_MIN
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
@@ -107,8 +111,8 @@ class RateLimiter:
         """
         now = self._clock()
         self._refill(now)
-        if not self._waiters and self._ready(address, now) and self._tokens >= _WHOLE:
-            self._take(address, now)
+        if not self._waiters and self._ready(address, now, urgent) and self._tokens >= _WHOLE:
+            self._take(address, now, urgent)
             return
         waiter = _Waiter(
             rank=(0 if urgent else 1, next(self._seq)),
@@ -159,19 +163,25 @@ class RateLimiter:
             )
             self._updated = now
 
-    def _ready(self, address: str, now: float) -> bool:
-        return now >= self._paused_until and self._next_for.get(address, -math.inf) <= now
+    def _next_at(self, address: str, urgent: bool) -> float:
+        return (self._next_urgent_for if urgent else self._next_for).get(address, -math.inf)
 
-    def _take(self, address: str, now: float) -> None:
+    def _ready(self, address: str, now: float, urgent: bool) -> bool:
+        return now >= self._paused_until and self._next_at(address, urgent) <= now
+
+    def _take(self, address: str, now: float, urgent: bool) -> None:
         self._tokens -= 1.0
         if self.spacing:
             self._next_for[address] = now + self.spacing
+            if urgent:
+                self._next_urgent_for[address] = now + self.spacing
             if len(self._next_for) >= self._prune_at:
                 self._prune(now)
 
     def _prune(self, now: float) -> None:
-        """Forget addresses whose interval has passed; the map never grows without bound."""
+        """Forget addresses whose interval has passed; the maps never grow without bound."""
         self._next_for = {a: t for a, t in self._next_for.items() if t > now}
+        self._next_urgent_for = {a: t for a, t in self._next_urgent_for.items() if t > now}
         self._prune_at = max(_PRUNE_MIN, 2 * len(self._next_for))
 
     def _forget(self, waiter: _Waiter) -> None:
@@ -201,12 +211,13 @@ class RateLimiter:
                     RateLimitTimeout(f"no permit for {waiter.address} in time")
                 )
                 continue
+            urgent = waiter.rank[0] == 0
             if not blocked and now < self._paused_until:
                 next_chance = min(next_chance, self._paused_until)
-            elif not blocked and (at := self._next_for.get(waiter.address, -math.inf)) > now:
+            elif not blocked and (at := self._next_at(waiter.address, urgent)) > now:
                 next_chance = min(next_chance, at)
             elif not blocked and self._tokens >= _WHOLE:
-                self._take(waiter.address, now)
+                self._take(waiter.address, now, urgent)
                 waiter.granted.set_result(None)
                 continue
             elif not blocked:

@@ -207,6 +207,24 @@ async def test_announcements_wait_for_the_morning_but_answers_do_not(db) -> None
     assert [m.text for m in api.sent_to(night_owl)][-1] == ANNOUNCEMENT
 
 
+async def test_only_the_leading_process_sends_bulk_but_every_process_answers(db) -> None:
+    """Pacing is counted per process: a second process must not double a broadcast's rate."""
+    leading = False
+    recipients = list(range(41_000, 41_010))
+    async with TelegramStandIn(token=TOKEN) as api, paced_khma(db, api, policy(100, 20)) as khma:
+        khma.dispatcher.sends_bulk = lambda: leading
+        await queue_bulk(db, recipients)
+        await queue_notice(db, 41_500, "Your report KK-2025-000042 is now in review.")
+        khma.dispatcher.wake()
+        await api.wait_for_messages(41_500, 1, timeout=5)
+        await asyncio.sleep(0.3)  # several rounds of the bulk lane
+        assert received(api, ANNOUNCEMENT) == [], "a follower leaves bulk to the leader"
+
+        leading = True  # the leader died and this process took over
+        await until(lambda: len(received(api, ANNOUNCEMENT)) == len(recipients))
+    assert await outbox_statuses(db, "broadcast") == {"sent": len(recipients)}
+
+
 async def test_when_telegram_says_too_many_requests_every_message_still_arrives_once(db) -> None:
     recipients = list(range(50_000, 50_060))
     async with (
@@ -300,7 +318,7 @@ async def test_an_answer_takes_the_next_token_before_a_waiting_broadcast() -> No
 async def test_one_chat_waits_its_interval_without_holding_up_other_chats() -> None:
     fake = FakeTime()
     pacer = RateLimiter(100, 1, clock=fake, sleep=fake.sleep)
-    await pacer.acquire("nino")
+    await pacer.acquire("nino", urgent=True)
     granted: dict[str, float] = {}
 
     async def send(address: str, urgent: bool) -> None:
@@ -310,6 +328,18 @@ async def test_one_chat_waits_its_interval_without_holding_up_other_chats() -> N
     await asyncio.gather(send("nino", True), send("rauf", False), send("anna", False))
     assert granted["nino"] == pytest.approx(1.0), "one message a second to one chat"
     assert granted["rauf"] < 0.1 and granted["anna"] < 0.1, "others were not held up"
+
+
+async def test_an_answer_is_not_held_because_the_broadcast_just_reached_the_same_chat() -> None:
+    fake = FakeTime()
+    pacer = RateLimiter(100, 1, clock=fake, sleep=fake.sleep)
+    await pacer.acquire("nino")  # the broadcast reaches Nino, who is writing to us
+    await pacer.acquire("nino", urgent=True)
+    assert fake.now == 0.0, "her answer goes at once"
+    await pacer.acquire("nino", urgent=True)
+    assert fake.now == pytest.approx(1.0), "answers keep one a second among themselves"
+    await pacer.acquire("nino")
+    assert fake.now == pytest.approx(2.0), "bulk keeps its interval from any message"
 
 
 async def test_a_pause_stops_everyone_and_sending_resumes_gently() -> None:
