@@ -57,7 +57,7 @@ class Khma:
         if self.viber:
             channels[self.viber.name] = self.viber
             self.webhooks.append(self.viber)
-        leadership = Leadership(self.db, key=lock_key_for(settings.database_schema))
+        leadership = Leadership(self.db, key=lock_key_for(self.db.schema))
         policy = policy or DispatchPolicy.from_settings(settings)
         self.dispatcher = Dispatcher(
             self.db, channels, policy=policy, clock=clock, sends_bulk=lambda: leadership.is_leader

@@ -83,12 +83,9 @@ class Conversation:
         self.apply = apply
 
     def _asks_free_input(self, step_id: str | None) -> bool:
-        if not step_id:
+        if not step_id or not self.registry.has(step_id):
             return False
-        try:
-            return isinstance(self.registry.step(step_id), Ask)
-        except KeyError:
-            return False  # a step from an older version; the turn restarts it anyway
+        return isinstance(self.registry.step(step_id), Ask)
 
     def _tap_receipt(self, state: State, inbound: Inbound) -> list[Reply]:
         """Take the buttons off a tapped message, so an old keyboard is not tapped again."""
@@ -127,6 +124,10 @@ class Conversation:
         handler = self._global_button(inbound)
         if handler is not None:
             return handler(ctx)
+        if state.step and not self.registry.has(state.step):
+            # A step an older version stored, since renamed or moved (the staff broadcast
+            # left the "staff" flow): the conversation starts again at the menu.
+            return Outcome(goto="menu.main")
         if state.step and inbound.kind is Kind.BUTTON and (inbound.payload or "").startswith(PAGE):
             return self._page(state, inbound, ctx)
         if state.step:

@@ -449,7 +449,8 @@ class Dispatcher:
         attempts = row.attempts if count_attempt else row.attempts - 1
         await self._write(
             update(OutboxMessage)
-            .where(OutboxMessage.id == row.id)
+            # Still ours: a broadcast cancelled while this was in flight stays cancelled.
+            .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
             .values(
                 status="pending",
                 claimed_until=None,

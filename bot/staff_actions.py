@@ -18,7 +18,7 @@ from bot.outreach import broadcasts, campaigns, events, loop
 from bot.outreach.audience import Audience, summarise
 from flows.content import Content
 from flows.notices import pick
-from flows.staff import Preview
+from flows.staff_broadcast import Preview
 from storage.db import Database
 from storage.models import Campaign, CampaignFollower, Event, Report
 
@@ -26,6 +26,7 @@ PERMISSION = {
     "preview_broadcast": "broadcast",
     "create_broadcast": "broadcast",
     "broadcast_progress": "broadcast",
+    "cancel_broadcast": "broadcast",
     "set_status": "answer",
     "load_question": "answer",
     "answer_question": "answer",
@@ -84,6 +85,8 @@ class StaffActions:
             audience=Audience.from_json(dict(args["audience"])),
             now=self.now,
             send_at=send_at,
+            photo_id=args.get("photo"),
+            link=args.get("link"),
             created_by=self.who,
         )
         if send_at is None:
@@ -101,12 +104,29 @@ class StaffActions:
         return {
             "id": found.id,
             "status": found.status,
+            "send_at": found.send_at.isoformat() if found.send_at else None,
             "queued": counts.queued,
             "sent": counts.sent,
             "delivered": counts.delivered,
             "failed": counts.failed,
             "unreachable": counts.unreachable,
+            "cancelled": counts.cancelled,
         }
+
+    async def cancel_broadcast(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Stop a scheduled or sending broadcast; None when it has finished or was cancelled
+        meanwhile (by another staff member, or from the CLI).
+
+        What was waiting is never sent; what is already on its way to the platform stays.
+        """
+        found = await self.session.get(broadcasts.Broadcast, args["id"], with_for_update=True)
+        was = found.status if found is not None else None
+        if not await broadcasts.cancel(self.session, args["id"], self.now):
+            return None
+        # A scheduled broadcast's moment is no longer planned: the scheduler looks again.
+        self.schedule_changed = True
+        counts = await broadcasts.progress(self.session, args["id"])
+        return {"id": args["id"], "was": was, "not_sent": counts.cancelled}
 
     async def set_status(self, args: Mapping[str, Any]) -> dict[str, str] | None:
         try:

@@ -17,6 +17,7 @@ from flows.privacy import privacy
 from flows.report import report
 from flows.settings import settings
 from flows.staff import staff
+from flows.staff_broadcast import FIRST_TEXT, staff_broadcast
 from flows.staff_events import staff_events
 
 # Commands work at any step; each names the step it leads to.
@@ -34,8 +35,9 @@ BEFORE_LANGUAGE = {"start", "language", "help"}
 # Staff commands: the permission each needs and the step it leads to. Anyone else who
 # types one simply gets the menu, so residents never see them.
 STAFF_COMMANDS = {
-    "broadcast": ("broadcast", "staff.text_ka"),
-    "broadcast_status": ("broadcast", "staff.broadcast_status"),
+    "broadcast": ("broadcast", FIRST_TEXT),
+    "broadcast_status": ("broadcast", "staff_broadcast.status"),
+    "broadcast_cancel": ("broadcast", "staff_broadcast.cancel"),
     "status": ("answer", "staff.status"),
     "answer": ("answer", "staff.answer"),
     "stats": ("read", "staff.stats"),
@@ -60,6 +62,12 @@ class Registry:
         flow, _, name = step_id.partition(".")
         return self.flows[flow].steps[name]
 
+    def has(self, step_id: str) -> bool:
+        """Whether this version knows the step: a stored one may predate a rename."""
+        flow, _, name = step_id.partition(".")
+        found = self.flows.get(flow)
+        return found is not None and name in found.steps
+
 
 ALL_FLOWS = (onboarding, menu, report, dcfta, mine, settings, privacy, events, campaigns, followup)
-REGISTRY = Registry({f.name: f for f in (*ALL_FLOWS, staff, staff_events)})
+REGISTRY = Registry({f.name: f for f in (*ALL_FLOWS, staff, staff_broadcast, staff_events)})

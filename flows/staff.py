@@ -1,14 +1,17 @@
-"""Staff commands in the chat: broadcast, answer, change a status, see figures, export.
+"""Staff commands in the chat: answer, change a status, see figures, export, campaigns.
 
 They are conversations like the residents' ones, in the staff member's own
 language; what they do is asked of the engine as `StaffAction` effects, which
-check the role again before anything happens.
+check the role again before anything happens. The two long guided ones have
+modules of their own, built from the pieces here (a skippable text per
+language, a time typed in Tbilisi time): flows/staff_broadcast.py and
+flows/staff_events.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from bot.config import LANGUAGES
@@ -25,39 +28,14 @@ from flows.core import (
     say,
 )
 from flows.mine import STATUS
-from flows.onboarding import ENDONYMS, municipalities
+from flows.onboarding import ENDONYMS
 from flows.report import CATEGORY_LABELS
 
 # Telegram and Viber both refuse files a bot sends above 50 MB.
 FILE_LIMIT = 50 * 1024 * 1024
 
-WRITE_TEXT = _("New broadcast. Write the text in {language}, or tap “Skip”.")
-NO_TEXT = _("A broadcast needs a text in at least one language. Start again with /broadcast.")
-WHO = _("Who should receive it?")
-EVERYONE = _("Everyone who agreed")
-BY_MUNICIPALITY = _("One municipality")
-BY_LANGUAGE = _("One language")
-FOLLOWERS = _("Followers of a campaign")
-GOING = _("People going to an event")
-WHICH_MUNICIPALITY = _("Which municipality?")
-WHICH_LANGUAGE = _("Which language?")
-WHICH_CAMPAIGN = _("Type the campaign code.")
-WHICH_EVENT = _("Type the event number.")
-PREVIEW = ngettext(
-    "This broadcast will reach {n} resident: {channels}.",
-    "This broadcast will reach {n} residents: {channels}.",
-)
-FALLBACK = _("No text in {languages}: they will get it in {fallback}.")
-VIBER_COST = _("{count} Viber messages fall outside the free 24-hour window (about {cost} billed).")
-QUIET = _("Messages are not delivered between {start} and {end}; those wait for the morning.")
-SEND_NOW = _("📤 Send now")
-LATER = _("⏰ Later")
 CANCEL = _("✖ Cancel")
-WHEN = _("When should it go out? Type the date and time in Tbilisi time, like 2026-12-01 10:00.")
 BAD_TIME = _("I could not read that time. Type it like 2026-12-01 10:00, in the future.")
-QUEUED = _("Broadcast #{id} is on its way. See its progress with /broadcast_status {id}.")
-SCHEDULED = _("Broadcast #{id} will go out at {when}.")
-DROPPED = _("The broadcast was not sent.")
 WHICH_REPORT = _("Type the reference number, like KV-2026-000123.")
 NEW_STATUS = _("Report {reference}: choose its new status. The resident will be told.")
 STATUS_SET = _("{reference} is now “{status}”.")
@@ -72,10 +50,6 @@ NO_THANKS = _("No")
 PROMOTED = _("Added to the FAQ.")
 STATS = _("Reports this week: {total}")
 NOTHING_THIS_WEEK = _("No reports this week yet.")
-PROGRESS = _(
-    "Broadcast #{id}: {status}. Waiting {queued} · sent {sent} · delivered {delivered} · "
-    "failed {failed} · unreachable {unreachable}."
-)
 EXPORT_READY = _("Your export ({count} rows) is attached.")
 EXPORT_TOO_LARGE = _(
     "The export ({count} rows) is larger than the 50 MB a chat can carry. Ask the operator to "
@@ -90,31 +64,23 @@ UPDATE_TEXT = _(
 UPDATE_SENT = ngettext("Update sent to {n} follower.", "Update sent to {n} followers.")
 
 
-@dataclass(frozen=True)
-class Preview:
-    per_channel: dict[str, int]
-    fallback: dict[str, int]
-    viber_outside_window: int
-    viber_price: float
-    quiet_hours: tuple[str, str] | None
-
-
 def _argument(ctx: Context, key: str) -> None:
     """A command's argument (`/status KV-…`) arrives in this turn's facts; keep it."""
     if ctx.facts.get("argument"):
         ctx.data[key] = ctx.facts["argument"].strip()
 
 
-# --- /broadcast -------------------------------------------------------------------
+# --- pieces of the guided staff conversations ---------------------------------------
 
 
 def text_step(
     lang: str,
-    prompt: Msg = WRITE_TEXT,
+    prompt: Msg,
     prefix: str = "text",
     on: Callable[[Context], Outcome | str] | None = None,
 ) -> Ask:
-    """One language's text, skippable; event titles and descriptions are asked the same way."""
+    """One language's text, skippable: a broadcast's texts, an event's titles and
+    descriptions. `prompt` names the language as {language}."""
     return Ask(
         f"{prefix}_{lang}",
         lambda ctx, lang=lang: ctx.t(prompt, language=ENDONYMS[lang]),
@@ -132,80 +98,6 @@ def texts(ctx: Context, prefix: str = "text") -> dict[str, str]:
     }
 
 
-def after_texts(ctx: Context) -> Outcome:
-    if not texts(ctx):
-        return Outcome(say=[say(ctx.t(NO_TEXT))], goto="menu.main")
-    return Outcome(goto="staff.audience")
-
-
-AUDIENCES = [
-    Choice("everyone", EVERYONE),
-    Choice("municipality", BY_MUNICIPALITY),
-    Choice("language", BY_LANGUAGE),
-    Choice("campaign", FOLLOWERS),
-    Choice("event", GOING),
-]
-AUDIENCE_STEPS = {
-    "everyone": "staff.preview",
-    "municipality": "staff.municipality",
-    "language": "staff.language",
-    "campaign": "staff.campaign",
-    "event": "staff.event",
-}
-
-
-def audience(ctx: Context) -> dict:
-    found = {}
-    if ctx.data.get("municipality"):
-        found["municipalities"] = [ctx.data["municipality"]]
-    if ctx.data.get("language"):
-        found["languages"] = [ctx.data["language"]]
-    if ctx.data.get("campaign"):
-        found["campaign"] = ctx.data["campaign"]["text"].strip()
-    event = (ctx.data.get("event") or {}).get("text", "").strip().lstrip("#")
-    if event.isdigit():
-        found["event_id"] = int(event)
-    return found
-
-
-def preview(ctx: Context) -> Outcome:
-    args = {"texts": texts(ctx), "audience": audience(ctx)}
-    return Outcome(effects=[StaffAction("preview_broadcast", args)], goto="staff.confirm")
-
-
-def preview_text(ctx: Context) -> str:
-    found: Preview = ctx.facts["staff"]
-    total = sum(found.per_channel.values())
-    channels = ", ".join(
-        f"{name.capitalize()} {count}" for name, count in found.per_channel.items()
-    )
-    lines = [ctx.t(PREVIEW, n=total, channels=channels or "—")]
-    if found.fallback:
-        missing = ", ".join(ENDONYMS.get(lang, lang) for lang in found.fallback)
-        lines.append(
-            ctx.t(
-                FALLBACK,
-                languages=missing,
-                fallback=", ".join(ENDONYMS[lang] for lang in texts(ctx)),
-            )
-        )
-    if found.viber_outside_window:
-        cost = f"{found.viber_outside_window * found.viber_price:.2f}"
-        lines.append(ctx.t(VIBER_COST, count=found.viber_outside_window, cost=cost))
-    if found.quiet_hours:
-        lines.append(ctx.t(QUIET, start=found.quiet_hours[0], end=found.quiet_hours[1]))
-    return "\n".join(lines)
-
-
-def confirmed(ctx: Context, choice: str) -> Outcome | str:
-    if choice == "cancel":
-        return Outcome(say=[say(ctx.t(DROPPED))], goto="menu.main")
-    if choice == "later":
-        return "staff.when"
-    args = {"texts": texts(ctx), "audience": audience(ctx)}
-    return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
-
-
 def parse_moment(ctx: Context, typed: str) -> datetime | None:
     """A typed "2026-12-01 10:00" in Tbilisi time, or None unless it reads and lies ahead:
     staff plan broadcasts and events in local time, and the past is always a typo."""
@@ -214,38 +106,6 @@ def parse_moment(ctx: Context, typed: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment > ctx.now else None
-
-
-def scheduled(ctx: Context) -> Outcome:
-    moment = parse_moment(ctx, ctx.data["when"]["text"])
-    if moment is None:
-        return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff.when")
-    args = {"texts": texts(ctx), "audience": audience(ctx), "send_at": moment.isoformat()}
-    return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff.queued")
-
-
-def queued(ctx: Context) -> Outcome:
-    created = ctx.facts["staff"]
-    if created.get("send_at"):
-        when = ctx.t.datetime(datetime.fromisoformat(created["send_at"]))
-        return Outcome(say=[say(ctx.t(SCHEDULED, id=created["id"], when=when))], goto="menu.main")
-    return Outcome(say=[say(ctx.t(QUEUED, id=created["id"]))], goto="menu.main")
-
-
-def broadcast_status(ctx: Context) -> Outcome:
-    number = (ctx.facts.get("argument") or "").strip().lstrip("#")
-    if not number.isdigit():
-        return Outcome(goto="menu.main")
-    return Outcome(
-        effects=[StaffAction("broadcast_progress", {"id": int(number)})], goto="staff.progress"
-    )
-
-
-def show_progress(ctx: Context) -> Outcome:
-    found = ctx.facts["staff"]
-    if found is None:
-        return Outcome(goto="menu.main")
-    return Outcome(say=[say(ctx.t(PROGRESS, **found))], goto="menu.main")
 
 
 # --- /status and /answer ---------------------------------------------------------------
@@ -383,38 +243,6 @@ def export_done(ctx: Context) -> Outcome:
 
 staff = Flow(
     "staff",
-    *[text_step(lang) for lang in LANGUAGES],
-    Do("texts_done", after_texts),
-    Choose("audience", WHO, AUDIENCES, on=lambda ctx, c: AUDIENCE_STEPS[c]),
-    Choose(
-        "municipality",
-        WHICH_MUNICIPALITY,
-        municipalities,
-        save="municipality",
-        columns=2,
-        on=lambda ctx, c: "staff.preview",
-    ),
-    Choose(
-        "language",
-        WHICH_LANGUAGE,
-        [Choice(code, {"en": name}) for code, name in ENDONYMS.items()],
-        save="language",
-        columns=2,
-        on=lambda ctx, c: "staff.preview",
-    ),
-    Ask("campaign", WHICH_CAMPAIGN, save="campaign", on=lambda ctx: "staff.preview"),
-    Ask("event", WHICH_EVENT, save="event", on=lambda ctx: "staff.preview"),
-    Do("preview", preview),
-    Choose(
-        "confirm",
-        preview_text,
-        [Choice("now", SEND_NOW), Choice("later", LATER), Choice("cancel", CANCEL)],
-        on=confirmed,
-    ),
-    Ask("when", WHEN, save="when", on=scheduled),
-    Do("queued", queued),
-    Do("broadcast_status", broadcast_status),
-    Do("progress", show_progress),
     Do("status", status_start),
     Ask("status_ref", WHICH_REPORT, save="typed", on=status_ref_typed),
     Choose(

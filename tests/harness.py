@@ -20,6 +20,10 @@ from sqlalchemy import func, select
 from bot.app import Khma
 from bot.config import Settings
 from bot.dispatch import DispatchPolicy
+from bot.i18n import Msg, Translator
+from flows.content import load_content
+from flows.core import SKIP
+from flows.onboarding import AGREE, ENDONYMS
 from storage.db import Database
 from storage.models import InboxEvent, OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
@@ -224,3 +228,27 @@ class ViberUser:
 
     async def sends_location(self, lat: float, lon: float) -> list[ViberSent]:
         return await self._post(self.api.location(self.user_id, lat, lon))
+
+
+async def onboard(
+    phone: Resident, lang: str, municipality: str = "marneuli", gender: Msg | None = None
+) -> Translator:
+    """The shortest way in: language, municipality, consent, the gender when given (its
+    onboarding label, such as `flows.onboarding.FEMALE`), and the rest skipped."""
+    t = Translator(lang)
+    await phone.says("/start")
+    await phone.taps(ENDONYMS[lang])
+    await phone.taps(load_content().municipality(municipality).names[lang])
+    await phone.taps(t(AGREE))
+    await phone.taps(t(gender or SKIP))
+    await phone.taps(t(SKIP))
+    return t
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds (work in another task shows it); fail after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

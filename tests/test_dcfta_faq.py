@@ -10,19 +10,17 @@ import re
 import pytest
 from sqlalchemy import select
 
-from bot.i18n import Translator
 from bot.staff import add as add_staff
 from flows import notices
 from flows.content import load_content
-from flows.core import BACK, SKIP
+from flows.core import BACK
 from flows.dcfta import ASK_OWN, FROM_RESIDENTS, TOPICS
 from flows.menu import DCFTA
-from flows.onboarding import AGREE, ENDONYMS
 from flows.privacy import ERASED, YES_DELETE
 from flows.staff import ADD_TO_FAQ, ANSWER_SENT, PROMOTED, WRITE_ANSWER
 from storage.models import FaqEntry, Report
 from tests.fakes.telegram_api import TelegramStandIn
-from tests.harness import TOKEN, running_khma
+from tests.harness import TOKEN, onboard, running_khma
 from tests.harness import Resident as Phone
 
 LANGS = ("ka", "az", "hy", "ru")
@@ -57,17 +55,6 @@ ON_ORIGIN_ANSWER = {
     "hy": "Եկամուտների ծառայության սպասարկման կենտրոնում՝ դիմումի հիման վրա։",
     "ru": "В сервисном центре Службы доходов, по заявлению.",
 }
-
-
-async def onboard(phone: Phone, lang: str) -> Translator:
-    t = Translator(lang)
-    await phone.says("/start")
-    await phone.taps(ENDONYMS[lang])
-    await phone.taps(HOME.names[lang])
-    await phone.taps(t(AGREE))
-    await phone.taps(t(SKIP))
-    await phone.taps(t(SKIP))
-    return t
 
 
 def reference_in(text: str | None) -> str:

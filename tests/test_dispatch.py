@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import Khma
+from bot.channels.base import Transient
 from bot.config import Settings
 from bot.dispatch import (
     BULK_PRIORITY,
@@ -368,3 +369,56 @@ async def test_a_cancelled_wait_takes_nothing() -> None:
     assert pacer.waiting == 0
     await pacer.acquire("next")
     assert fake.now == pytest.approx(1.0)
+
+
+class StallingChannel:
+    """A platform that holds each send until the test lets it fail, like a slow 502."""
+
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.in_flight = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def send(self, address: str, reply: Reply) -> str | None:
+        self.attempts += 1
+        self.in_flight.set()
+        await self.answer.wait()
+        raise Transient("502 Bad Gateway")
+
+
+async def test_a_broadcast_cancelled_while_a_message_is_in_flight_is_not_retried(db) -> None:
+    from bot.dispatch import Dispatcher
+    from bot.outreach import broadcasts
+    from bot.outreach.audience import Audience
+
+    channel = StallingChannel()
+    async with db.transaction() as session:
+        broadcast = await broadcasts.create(
+            session, texts={"ka": ANNOUNCEMENT}, audience=Audience(), now=utcnow()
+        )
+        session.add(
+            OutboxMessage(
+                channel="telegram",
+                address="42000",
+                kind="broadcast",
+                priority=BULK_PRIORITY,
+                payload=Reply(ANNOUNCEMENT).to_json(),
+                broadcast_id=broadcast.id,
+            )
+        )
+    dispatcher = Dispatcher(db, {"telegram": channel}, policy=policy(100, 20))
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.wait_for(channel.in_flight.wait(), 5)
+        async with db.transaction() as session:
+            assert await broadcasts.cancel(session, broadcast.id, utcnow())
+        channel.answer.set()  # the platform fails the message staff no longer want sent
+        await asyncio.sleep(0.5)  # many rounds of the bulk lane, several backoffs long
+    finally:
+        stop.set()
+        await running
+    assert channel.attempts == 1, "not retried after the cancellation"
+    assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}

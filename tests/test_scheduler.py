@@ -21,6 +21,7 @@ from sqlalchemy import BigInteger, bindparam, text
 from bot.leader import SCHEDULER_LOCK_KEY, Leadership, lock_key_for
 from bot.scheduler import Scheduler
 from storage.db import Database
+from tests.harness import eventually
 
 RETRY = 0.2
 SINGLE_PROCESS = "SQLite is the single-process store: every process using it leads"
@@ -32,15 +33,6 @@ def now() -> datetime:
 
 def lock_key() -> int:
     return secrets.randbits(62) + 1
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds; fail the test after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Running:

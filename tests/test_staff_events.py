@@ -4,9 +4,7 @@ and the resident is told each time in their own language. A coordinator only rea
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +16,6 @@ from bot.staff import add as add_staff
 from bot.staff import can
 from bot.staff_actions import PERMISSION
 from flows import notices
-from flows.content import load_content
 from flows.core import BACK, SKIP
 from flows.events import COME, NONE_UPCOMING, RESULTS
 from flows.menu import EVENTS, WHAT_NEXT
@@ -50,17 +47,10 @@ from flows.staff_events import (
 from storage.models import Identity
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.fakes.viber_api import ViberStandIn
-from tests.harness import TOKEN, ViberUser, quiet, running_khma
+from tests.harness import TOKEN, ViberUser, eventually, onboard, quiet, running_khma
 from tests.harness import Resident as Phone
+from tests.test_outreach_transcripts import HOME, LANGS, TITLES
 
-LANGS = ("ka", "az", "hy", "ru")
-HOME = load_content().municipality("marneuli")
-TITLES = {
-    "ka": "საჯარო შეხვედრა წყალზე",
-    "az": "Su barədə ictimai görüş",
-    "hy": "Հանրային հանդիպում ջրի մասին",
-    "ru": "Общественная встреча о воде",
-}
 ABOUT = {
     "ka": "მერიის წარმომადგენლები უპასუხებენ კითხვებს.",
     "az": "Bələdiyyə nümayəndələri sualları cavablandıracaq.",
@@ -80,17 +70,6 @@ def at(days: int, hour: int, minute: int = 0) -> datetime:
 
 def typed(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M}"
-
-
-async def onboard(phone: Phone, lang: str) -> Translator:
-    t = Translator(lang)
-    await phone.says("/start")
-    await phone.taps(ENDONYMS[lang])
-    await phone.taps(HOME.names[lang])
-    await phone.taps(t(AGREE))
-    await phone.taps(t(SKIP))
-    await phone.taps(t(SKIP))
-    return t
 
 
 def news_for(phone: Phone) -> list[str]:
@@ -228,12 +207,3 @@ async def test_a_coordinator_on_viber_sees_events_but_cannot_manage_them(db) -> 
     for action in ("create_event", "move_event", "cancel_event", "load_event"):
         assert not can("coordinator", PERMISSION[action]), "the engine refuses it too"
         assert can("staff", PERMISSION[action])
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """The scheduler plans in its own task: wait until it shows what we expect."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)

@@ -62,6 +62,9 @@ SENDER_NAME_LIMIT = 28
 PAGE_ROWS = 10
 # A label longer than this gets a row of its own: Georgian and Armenian words are long.
 SHARED_ROW_LABEL = 14
+# Viber's picture messages show JPEG, PNG and GIF; a picture in another format (WebP,
+# which Telegram shows) goes as its address, which Viber opens in the browser.
+UNSHOWN_PICTURES = (".webp",)
 EVENTS = (
     "webhook",
     "conversation_started",
@@ -213,6 +216,15 @@ def parse_event(data: dict[str, Any]) -> Inbound | None:
 DELIVERY_EVENTS = (ViberDeliveredRequest, ViberSeenRequest, ViberFailedRequest)
 
 
+def shows_picture(address: str) -> bool:
+    """Whether a picture message can show this picture (by its address's ending)."""
+    try:
+        path = urlsplit(address).path
+    except ValueError:  # not an address at all: Viber will say so when it is sent
+        return True
+    return not path.lower().endswith(UNSHOWN_PICTURES)
+
+
 class ViberChannel:
     name = NAME
 
@@ -339,18 +351,21 @@ class ViberChannel:
         """viberbot builds each message dictionary; long texts become several messages.
 
         The keyboard goes on the last message, so it stays under the input field; a file
-        comes after its text, as Viber's file messages carry no caption.
+        comes after its text, as Viber's file messages carry no caption. A picture goes by
+        its address, the text as its caption when that fits; one in a format Viber does
+        not show (WebP) goes as that address under the text.
         """
         version = self.settings.viber_min_api_version
         messages: list[dict[str, Any]] = []
         text = reply.text
-        if reply.photo_id:
+        if reply.photo_id and not shows_picture(reply.photo_id):
+            text = f"{text}\n\n{reply.photo_id}" if text else reply.photo_id
+        elif reply.photo_id:
             caption = text if len(text) <= CAPTION_LIMIT else ""
-            messages.append(
-                PictureMessage(
-                    media=reply.photo_id, text=caption, min_api_version=version
-                ).to_dict()
-            )
+            picture = PictureMessage(media=reply.photo_id, text=caption, min_api_version=version)
+            # viberbot writes `"thumbnail": null` when there is none; Viber wants a URL
+            # there or no field at all, and a thumbnail is optional.
+            messages.append({k: v for k, v in picture.to_dict().items() if v is not None})
             text = "" if caption else text
         if text:
             for piece in split_text(text, TEXT_LIMIT):

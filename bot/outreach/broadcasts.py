@@ -97,6 +97,11 @@ async def start_due(
 
 
 async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> bool:
+    """Stop a scheduled or sending broadcast: nothing still waiting goes out.
+
+    Waiting includes what Viber held back (status 12): it would otherwise be released
+    and sent the next time that resident writes, long after staff stopped it.
+    """
     broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
     if broadcast is None or broadcast.status in ("cancelled", "done"):
         return False
@@ -104,7 +109,12 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> boo
     broadcast.cancelled_at = now
     await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.status == "pending")
+        .where(
+            OutboxMessage.broadcast_id == broadcast_id,
+            # "sending" too: a message being sent right now still goes (the dispatcher
+            # then records it as sent), but it is never retried or taken over later.
+            OutboxMessage.status.in_(("pending", "held", "sending")),
+        )
         .values(status="cancelled")
     )
     return True
