@@ -6,6 +6,8 @@ PYBABEL := $(VENV)/bin/pybabel
 LANGS := ka az hy ru en
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# Tests run in this many processes (pytest-xdist); each test has its own database.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint format migrate translations extract update-translations chat clean benchmark
 
@@ -49,7 +51,7 @@ chat: translations migrate
 test: $(TEST_STAMP) translations
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 ## Broadcast to 10,000 stand-in residents and print the figures (minutes; not part of CI).
 benchmark: $(TEST_STAMP) translations
