@@ -58,8 +58,6 @@ class Engine:
         self.notify: Callable[[], None] = lambda: None
         # Set when a turn scheduled something for later, so the scheduler looks again.
         self.schedule_changed = asyncio.Event()
-        # This turn planned something; `schedule_changed` is set once the turn is committed.
-        self._planned = False
         # One event at a time per process: SQLite has no SKIP LOCKED, and a webhook answer
         # (Viber's welcome) may process events alongside the engine's own loop.
         self._one_at_a_time = asyncio.Lock()
@@ -131,14 +129,14 @@ class Engine:
     async def process_next(self) -> bool:
         failed: tuple[int, str] | None = None
         event_id: int | None = None
-        self._planned = False
+        planned = False
         try:
             async with self.db.transaction() as session:
                 event = await queries.next_inbox_event(session)
                 if event is None:
                     return False
                 event_id = event.id
-                await self._process(session, event)
+                planned = await self._process(session, event)
         except Exception as error:
             if event_id is None:
                 raise
@@ -147,23 +145,26 @@ class Engine:
         else:
             # The scheduler reads its plan from the database: wake it only after the commit,
             # or it may look before the new event or broadcast is there and miss it.
-            if self._planned:
+            if planned:
                 self.schedule_changed.set()
         if failed:
             await self._record_failure(*failed)
         return True
 
-    async def _process(self, session: AsyncSession, event: InboxEvent) -> None:
+    async def _process(self, session: AsyncSession, event: InboxEvent) -> bool:
+        """Handle one stored event; True if the turn planned something for later."""
         inbound = Inbound.from_json(event.payload)
         now = self.clock()
         identity = await queries.identity_for(session, inbound.channel, inbound.address)
+        planned = False
         if inbound.kind in SYSTEM_KINDS:
             await self._platform_news(session, inbound, identity, now)
         else:
-            await self._converse(session, inbound, identity, now)
+            planned = await self._converse(session, inbound, identity, now)
         event.status = "done"
         event.processed_at = now
         event.payload = {"kind": inbound.kind.value}
+        return planned
 
     async def _platform_news(
         self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
@@ -180,7 +181,8 @@ class Engine:
 
     async def _converse(
         self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
-    ) -> None:
+    ) -> bool:
+        """One conversation turn; True if it planned something for the scheduler."""
         if identity is None:
             identity = Identity(
                 channel=inbound.channel,
@@ -213,8 +215,6 @@ class Engine:
         if not effects.erased:
             identity.flow_step = state.step or None
             identity.flow_data = state.to_json()
-        if effects.schedule_changed:
-            self._planned = True
         # Viber allows one message before a resident subscribes: the answer to the opening.
         status = "welcome" if inbound.kind is Kind.START else "pending"
         for reply in replies:
@@ -231,6 +231,7 @@ class Engine:
                     created_at=now,
                 )
             )
+        return effects.schedule_changed
 
     async def _record_failure(self, event_id: int, error: str) -> None:
         """Keep the event (marked failed, for staff to see) and tell the resident."""

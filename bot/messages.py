@@ -31,6 +31,8 @@ class Kind(StrEnum):
 MEDIA_KINDS = frozenset({Kind.PHOTO, Kind.VOICE, Kind.VIDEO, Kind.DOCUMENT})
 # Platform news about a resident rather than something they said.
 SYSTEM_KINDS = frozenset({Kind.SUBSCRIBED, Kind.UNSUBSCRIBED})
+# Telegram and Viber both refuse files a bot sends above 50 MB.
+FILE_LIMIT = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,8 @@ class StaffActions:
 
         What was waiting is never sent; what is already on its way to the platform stays.
         """
-        found = await self.session.get(broadcasts.Broadcast, args["id"], with_for_update=True)
-        was = found.status if found is not None else None
-        if not await broadcasts.cancel(self.session, args["id"], self.now):
+        was = await broadcasts.cancel(self.session, args["id"], self.now)
+        if was is None:
             return None
         # A scheduled broadcast's moment is no longer planned: the scheduler looks again.
         self.schedule_changed = True

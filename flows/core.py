@@ -385,3 +385,20 @@ class Flow:
     @property
     def first(self) -> str:
         return f"{self.name}.{next(iter(self.steps))}"
+
+
+# Text typed by people (a resident's question, an event's title) as a button's label:
+# longer ones are cut, as phones cut them anyway.
+LABEL_LIMIT = 60
+
+
+def button_label(text: str, limit: int = LABEL_LIMIT) -> str:
+    """One line, at most `limit` characters, cut at a word where one is near, with "…"."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:-–—") + "…"

@@ -25,6 +25,7 @@ from flows.core import (
     LoadFaq,
     Outcome,
     SubmitReport,
+    button_label,
     say,
 )
 
@@ -45,8 +46,6 @@ FROM_RESIDENTS = _("💬 Answered questions from residents")
 RESIDENTS = "residents"
 # Buttons for promoted questions: `faq-<entry id>`, short ASCII whatever the question says.
 FAQ_PREFIX = "faq-"
-# A resident's question is the button's label; longer ones are cut, as phones cut them anyway.
-LABEL_LIMIT = 60
 
 
 @dataclass(frozen=True)
@@ -57,18 +56,6 @@ class FaqView:
     topic: str | None
     question: str
     answer: str
-
-
-def button_label(text: str, limit: int = LABEL_LIMIT) -> str:
-    """One line, at most `limit` characters, cut at a word where one is near, with "…"."""
-    line = " ".join(text.split())
-    if len(line) <= limit:
-        return line
-    cut = line[: limit - 1]
-    space = cut.rfind(" ")
-    if space >= limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,.;:-–—") + "…"
 
 
 def loaded(ctx: Context) -> Outcome:

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from bot.config import LANGUAGES
 from bot.i18n import Msg, _, ngettext
+from bot.messages import FILE_LIMIT
 from flows.core import (
     Ask,
     Choice,
@@ -30,9 +31,6 @@ from flows.core import (
 from flows.mine import STATUS
 from flows.onboarding import ENDONYMS
 from flows.report import CATEGORY_LABELS
-
-# Telegram and Viber both refuse files a bot sends above 50 MB.
-FILE_LIMIT = 50 * 1024 * 1024
 
 CANCEL = _("✖ Cancel")
 BAD_TIME = _("I could not read that time. Type it like 2026-12-01 10:00, in the future.")
@@ -96,6 +94,13 @@ def texts(ctx: Context, prefix: str = "text") -> dict[str, str]:
         for lang in LANGUAGES
         if ctx.data.get(f"{prefix}_{lang}", {}).get("text")
     }
+
+
+def typed_number(text: str) -> int | None:
+    """A broadcast's or an event's number as staff type it: "12" or "#12" (short enough
+    for the database's integers), or None."""
+    digits = text.strip().removeprefix("#").strip()
+    return int(digits) if digits.isdigit() and len(digits) <= 18 else None
 
 
 def parse_moment(ctx: Context, typed: str) -> datetime | None:

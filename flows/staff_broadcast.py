@@ -33,7 +33,7 @@ from flows.core import (
     say,
 )
 from flows.onboarding import AGE_GROUPS, ENDONYMS, GENDERS, municipalities
-from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts
+from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts, typed_number
 from flows.staff_events import YES_CANCEL
 
 WRITE_TEXT = _("New broadcast. Write the text in {language}, or tap “Skip”.")
@@ -222,9 +222,9 @@ def audience(ctx: Context) -> dict[str, Any]:
         found["age_groups"] = [ctx.data["age_group"]]
     if ctx.data.get("campaign"):
         found["campaign"] = ctx.data["campaign"]["text"].strip()
-    event = (ctx.data.get("event") or {}).get("text", "").strip().lstrip("#")
-    if event.isdigit():
-        found["event_id"] = int(event)
+    event = typed_number((ctx.data.get("event") or {}).get("text", ""))
+    if event is not None:
+        found["event_id"] = event
     return found
 
 
@@ -303,16 +303,10 @@ def queued(ctx: Context) -> Outcome:
 # --- /broadcast_status N and /broadcast_cancel N ----------------------------------------
 
 
-def _number(text: str) -> int | None:
-    """A broadcast number as staff type it: "12" or "#12" (short enough for the database)."""
-    digits = text.strip().removeprefix("#").strip()
-    return int(digits) if digits.isdigit() and len(digits) <= 18 else None
-
-
 def _start(ctx: Context, then: str) -> Outcome:
     """Both commands take the number as their argument, or ask for it."""
     ctx.data["then"] = then
-    number = _number(ctx.facts.pop("argument", None) or "")
+    number = typed_number(ctx.facts.pop("argument", None) or "")
     if number is None:
         return Outcome(goto="staff_broadcast.which")
     ctx.data["broadcast_id"] = number
@@ -328,7 +322,7 @@ def cancel_start(ctx: Context) -> Outcome:
 
 
 def number_typed(ctx: Context) -> str:
-    number = _number(ctx.data.pop("typed")["text"])
+    number = typed_number(ctx.data.pop("typed")["text"])
     if number is None:
         return "staff_broadcast.which"
     ctx.data["broadcast_id"] = number

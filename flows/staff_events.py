@@ -31,12 +31,13 @@ from flows.core import (
     Flow,
     Outcome,
     StaffAction,
+    button_label,
     say,
 )
 from flows.events import DETAILS
 from flows.menu import EVENTS
 from flows.onboarding import ENDONYMS, municipalities
-from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts
+from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts, typed_number
 
 EVENT_LINE = _("#{id} {title} · {when} · going: {going}")
 NO_EVENTS = _("No upcoming events yet.")
@@ -101,12 +102,6 @@ def _manages(ctx: Context) -> bool:
     return can(ctx.profile.staff_role, "events")
 
 
-def _number(text: str) -> int | None:
-    """An event number as staff type it: "12" or "#12" (not so long the database refuses it)."""
-    digits = text.strip().removeprefix("#").strip()
-    return int(digits) if digits.isdigit() and len(digits) <= 18 else None
-
-
 def _when(moment: str) -> datetime:
     return datetime.fromisoformat(moment)
 
@@ -116,7 +111,7 @@ def _when(moment: str) -> datetime:
 
 def start(ctx: Context) -> Outcome:
     """`/events`, or `/events 12` straight to that event."""
-    number = _number(ctx.facts.pop("argument", None) or "")
+    number = typed_number(ctx.facts.pop("argument", None) or "")
     if number is not None and _manages(ctx):
         ctx.data["event_id"] = number
         return Outcome(goto="staff_events.load")
@@ -152,7 +147,7 @@ def list_prompt(ctx: Context) -> str:
 
 def list_choices(ctx: Context) -> list[Choice]:
     found = [
-        Choice(str(e["id"]), {"en": f"#{e['id']} {e['title'][:40]}"})
+        Choice(str(e["id"]), {"en": f"#{e['id']} {button_label(e['title'], 40)}"})
         for e in ctx.data.get("events", [])
     ]
     return [*found, Choice("new", NEW_EVENT), Choice("back", BACK)]
@@ -175,7 +170,7 @@ class PickEvent(Choose):
     """
 
     def handle(self, ctx: Context, inbound: Inbound) -> Outcome:
-        number = _number(inbound.text or "") if inbound.kind is Kind.TEXT else None
+        number = typed_number(inbound.text or "") if inbound.kind is Kind.TEXT else None
         if number is not None:
             ctx.data["event_id"] = number
             return Outcome(goto="staff_events.load")

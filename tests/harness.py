@@ -125,6 +125,9 @@ class Resident:
         new, self.seen = messages[self.seen :], len(messages)
         return new
 
+    async def starts(self) -> None:
+        await self.says("/start")
+
     async def says(self, text: str) -> list[SentMessage]:
         if text.startswith("/"):
             command, _, payload = text.partition(" ")
@@ -215,6 +218,9 @@ class ViberUser:
         self.seen = len(self.api.sent_to(self.user_id))
         return body
 
+    async def starts(self) -> None:
+        await self.opens_chat()
+
     async def says(self, text: str) -> list[ViberSent]:
         return await self._post(
             self.api.text(self.user_id, text, name=self.name, language=self.language)
@@ -231,12 +237,15 @@ class ViberUser:
 
 
 async def onboard(
-    phone: Resident, lang: str, municipality: str = "marneuli", gender: Msg | None = None
+    phone: Resident | ViberUser,
+    lang: str,
+    municipality: str = "marneuli",
+    gender: Msg | None = None,
 ) -> Translator:
     """The shortest way in: language, municipality, consent, the gender when given (its
     onboarding label, such as `flows.onboarding.FEMALE`), and the rest skipped."""
     t = Translator(lang)
-    await phone.says("/start")
+    await phone.starts()
     await phone.taps(ENDONYMS[lang])
     await phone.taps(load_content().municipality(municipality).names[lang])
     await phone.taps(t(AGREE))

@@ -26,30 +26,17 @@ from bot.export_links import ExportLinks
 from bot.i18n import Translator
 from bot.staff import add as add_staff
 from flows.content import load_content
-from flows.core import SKIP
 from flows.menu import REPORT, WHAT_NEXT
-from flows.onboarding import AGREE, ENDONYMS
 from flows.report import ANONYMOUS, CATEGORY_LABELS, SUBMIT
 from flows.staff import EXPORT_READY
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.fakes.viber_api import ViberStandIn
-from tests.harness import TOKEN, Resident, ViberUser, running_khma
+from tests.harness import TOKEN, Resident, ViberUser, onboard, running_khma
 
 HOME = load_content().municipality("marneuli")
 REFERENCE = re.compile(r"KV-\d{4}-\d{6}")
 PUBLIC = "https://khma.example.org/exports/"
 SHOWN_NAME = re.compile(r"khma-\d{8}-\d{4}\.csv")
-
-
-async def onboard(user: ViberUser, lang: str) -> Translator:
-    t = Translator(lang)
-    await user.opens_chat()
-    await user.taps(ENDONYMS[lang])
-    await user.taps(HOME.names[lang])
-    await user.taps(t(AGREE))
-    await user.taps(t(SKIP))
-    await user.taps(t(SKIP))
-    return t
 
 
 async def files_a_report(user: ViberUser, t: Translator) -> str:
@@ -153,13 +140,7 @@ async def test_telegram_coordinator_gets_the_file_and_no_link_is_served(db, tmp_
         async with db.transaction() as session:
             await add_staff(session, "telegram", "990", "Nana", "coordinator")
         nana = Resident(api, db, chat_id=990, language_code="hy", first_name="Nana")
-        hy = Translator("hy")
-        await nana.says("/start")
-        await nana.taps(ENDONYMS["hy"])
-        await nana.taps(HOME.names["hy"])
-        await nana.taps(hy(AGREE))
-        await nana.taps(hy(SKIP))
-        await nana.taps(hy(SKIP))
+        hy = await onboard(nana, "hy")
 
         [document, _menu] = await nana.says("/export")
         assert document.method == "sendDocument"

@@ -19,7 +19,7 @@ from flows import notices
 from flows.core import BACK, SKIP
 from flows.events import COME, NONE_UPCOMING, RESULTS
 from flows.menu import EVENTS, WHAT_NEXT
-from flows.onboarding import AGREE, ENDONYMS
+from flows.onboarding import ENDONYMS
 from flows.staff import BAD_TIME
 from flows.staff_events import (
     CANCEL_EVENT,
@@ -180,12 +180,7 @@ async def test_a_coordinator_on_viber_sees_events_but_cannot_manage_them(db) -> 
                 now=datetime.now(UTC),
             )
         tamar = ViberUser(api, db, khma, user_id="coordinator-01234567A=", language="ru")
-        await tamar.opens_chat()
-        await tamar.taps(ENDONYMS["ru"])
-        await tamar.taps(HOME.names["ru"])
-        await tamar.taps(t(AGREE))
-        await tamar.taps(t(SKIP))
-        await tamar.taps(t(SKIP))
+        await onboard(tamar, "ru")
 
         [listed, menu] = await tamar.says("/events")
         line = t(

@@ -44,7 +44,7 @@ from bot.channels.base import (
 )
 from bot.config import Settings
 from bot.export_links import display_name, link
-from bot.messages import Button, Inbound, Kind, Reply, split_text
+from bot.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ AUTH_HEADER = "X-Viber-Auth-Token"
 BUTTON_PREFIX = "btn:"
 TEXT_LIMIT = 6500
 CAPTION_LIMIT = 768
-FILE_LIMIT = 50 * 1024 * 1024
 FILE_NAME_LIMIT = 256
 WEBHOOK_PATH = "/webhooks/viber"
 SENDER_NAME_LIMIT = 28

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Select, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.outreach.notices import reached
 from storage.models import Campaign, CampaignFollower, Identity, Resident, Rsvp
 
 VIBER_SESSION = timedelta(hours=24)
@@ -47,14 +48,6 @@ class Audience:
             campaign=data.get("campaign"),
             event_id=data.get("event_id"),
         )
-
-
-@dataclass(frozen=True)
-class Recipient:
-    resident_id: int
-    language: str
-    channel: str
-    last_inbound_at: datetime | None
 
 
 @dataclass
@@ -104,27 +97,12 @@ async def summarise(
 ) -> AudienceSummary:
     """Counts staff see before confirming; a resident counts once, on the app used last."""
     summary = AudienceSummary()
-    found = (await session.execute(residents(audience))).scalars()
-    ids = {r.id: r for r in found}
-    if not ids:
-        return summary
-    identities = (
-        await session.execute(
-            select(Identity)
-            .where(Identity.resident_id.in_(ids), Identity.unreachable_at.is_(None))
-            .order_by(Identity.resident_id, Identity.last_inbound_at.desc().nulls_last())
-        )
-    ).scalars()
-    seen: set[int] = set()
-    for identity in identities:
-        if identity.resident_id in seen:
-            continue
-        seen.add(identity.resident_id)
-        summary.per_channel[identity.channel] += 1
-        language = ids[identity.resident_id].language
-        if not texts.get(language or ""):
-            summary.fallback[language or ""] += 1
-        last = identity.last_inbound_at
-        if identity.channel == "viber" and (last is None or now - last > VIBER_SESSION):
+    for _identity, _resident, channel, _address, last, language in await session.execute(
+        reached(residents(audience))
+    ):
+        summary.per_channel[channel] += 1
+        if not texts.get(language):
+            summary.fallback[language] += 1
+        if channel == "viber" and (last is None or now - last > VIBER_SESSION):
             summary.viber_outside_window += 1
     return summary

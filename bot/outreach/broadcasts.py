@@ -96,15 +96,17 @@ async def start_due(
     return queued
 
 
-async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> bool:
-    """Stop a scheduled or sending broadcast: nothing still waiting goes out.
+async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> str | None:
+    """Stop a scheduled or sending broadcast: nothing still waiting goes out. Returns the
+    status it had ("scheduled" or "sending"), or None if there was nothing to stop.
 
     Waiting includes what Viber held back (status 12): it would otherwise be released
     and sent the next time that resident writes, long after staff stopped it.
     """
     broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
     if broadcast is None or broadcast.status in ("cancelled", "done"):
-        return False
+        return None
+    was = broadcast.status
     broadcast.status = "cancelled"
     broadcast.cancelled_at = now
     await session.execute(
@@ -117,7 +119,7 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> boo
         )
         .values(status="cancelled")
     )
-    return True
+    return was
 
 
 async def progress(session: AsyncSession, broadcast_id: int) -> Progress:

@@ -33,6 +33,46 @@ async def reachable_identity(session: AsyncSession, resident_id: int) -> Identit
     )
 
 
+def reached(recipients: Select[tuple[Resident]]) -> Select[Any]:
+    """Each of `recipients` once, on the app `reachable_identity` would pick, in one query.
+
+    Rows: identity_id, resident_id, channel, address, last_inbound_at, language. The
+    broadcast preview counts these rows and the broadcast queues them, so what staff
+    were shown is what goes out.
+    """
+    chosen = recipients.subquery()
+    ranked = (
+        select(
+            Identity.id.label("identity_id"),
+            Identity.resident_id,
+            Identity.channel,
+            Identity.address,
+            Identity.last_inbound_at,
+            func.row_number()
+            .over(
+                partition_by=Identity.resident_id,
+                order_by=(Identity.last_inbound_at.desc().nulls_last(), Identity.id.desc()),
+            )
+            .label("rank"),
+        )
+        .where(Identity.unreachable_at.is_(None))
+        .subquery()
+    )
+    return (
+        select(
+            ranked.c.identity_id,
+            ranked.c.resident_id,
+            ranked.c.channel,
+            ranked.c.address,
+            ranked.c.last_inbound_at,
+            chosen.c.language,
+        )
+        .join(chosen, chosen.c.id == ranked.c.resident_id)
+        .where(ranked.c.rank == 1, chosen.c.language.is_not(None))
+        .order_by(ranked.c.resident_id)
+    )
+
+
 async def enqueue(
     session: AsyncSession,
     resident: Resident,
@@ -93,32 +133,10 @@ async def enqueue_many(
     per `dedupe_prefix` and resident), but a broadcast to thousands must not cost
     several queries per resident while it holds SQLite's only write lock.
     """
-    chosen = recipients.subquery()
-    ranked = (
-        select(
-            Identity.id.label("identity_id"),
-            Identity.resident_id,
-            Identity.channel,
-            Identity.address,
-            func.row_number()
-            .over(
-                partition_by=Identity.resident_id,
-                order_by=(Identity.last_inbound_at.desc().nulls_last(), Identity.id.desc()),
-            )
-            .label("rank"),
-        )
-        .where(Identity.unreachable_at.is_(None))
-        .subquery()
-    )
-    found = await session.execute(
-        select(ranked, chosen.c.language)
-        .join(chosen, chosen.c.id == ranked.c.resident_id)
-        .where(ranked.c.rank == 1, chosen.c.language.is_not(None))
-        .order_by(ranked.c.resident_id)
-    )
     payloads: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    for identity_id, resident_id, channel, address, _rank, language in found:
+    found = await session.execute(reached(recipients))
+    for identity_id, resident_id, channel, address, _last, language in found:
         if language not in payloads:
             payloads[language] = render(Translator(language, tz_name)).to_json()
         rows.append(
