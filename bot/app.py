@@ -14,14 +14,14 @@ from bot.channels.base import Channel, WebhookChannel
 from bot.channels.telegram import TelegramChannel
 from bot.channels.viber import ViberChannel
 from bot.config import Settings
-from bot.dispatch import Dispatcher, DispatchPolicy
-from bot.engine import Engine
-from bot.export_links import ExportLinks
-from bot.leader import Leadership, lock_key_for
+from bot.delivery.dispatch import Dispatcher, DispatchPolicy
+from bot.engine.engine import Engine
 from bot.outreach.due import DueWork
-from bot.scheduler import Scheduler
+from bot.schedule.leader import Leadership, lock_key_for
+from bot.schedule.scheduler import Scheduler
 from bot.waiting import rest
-from bot.web import Readiness, build_web_app
+from bot.web.export_links import ExportLinks
+from bot.web.server import Readiness, build_web_app
 from flows.content import load_content
 from storage.db import Database
 from storage.models import utcnow

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
 
+from bot.vocabulary.languages import LANGUAGES
+
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 DEFAULT_VIBER_API_URL = "https://chatapi.viber.com/pa"
-LANGUAGES = ("ka", "az", "hy", "ru")
 
 
 class ConfigError(ValueError):

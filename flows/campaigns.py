@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.i18n import _
+from bot.vocabulary.i18n import _
 from flows.core import (
     BACK,
     Choice,

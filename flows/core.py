@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.i18n import Msg, Translator, _
-from bot.messages import MEDIA_KINDS, Button, Inbound, Kind, Reply
+from bot.vocabulary.i18n import Msg, Translator, _
+from bot.vocabulary.messages import MEDIA_KINDS, Button, Inbound, Kind, Reply
 
 Label = Msg | Mapping[str, str]
 

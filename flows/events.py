@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.i18n import _
+from bot.vocabulary.i18n import _
 from flows.core import BACK, Attend, Choice, Choose, Context, Do, Flow, LoadEvents, Outcome, say
 
 NONE_UPCOMING = _("There are no upcoming events in your municipality right now.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.i18n import _
+from bot.vocabulary.i18n import _
 from flows.core import AnswerFollowup, Context, Do, Flow, Outcome, say
 
 THANKS = _("Thank you for telling us about {reference}.")

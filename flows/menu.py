@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.i18n import _
+from bot.vocabulary.i18n import _
 from flows.core import Choice, Choose, Context, Do, Flow, Outcome, say
 
 EVENTS = _("📅 Events")

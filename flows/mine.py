@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.i18n import _, ngettext
+from bot.vocabulary.i18n import _, ngettext
 from flows.core import Context, Do, Flow, LoadReports, Outcome, say
 from flows.report import CATEGORY_LABELS
 

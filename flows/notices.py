@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.i18n import Translator, _
-from bot.messages import Button, Reply
+from bot.vocabulary.i18n import Translator, _
+from bot.vocabulary.messages import Button, Reply
 from flows.mine import STATUS
 
 STATUS_CHANGED = _("News about your report {reference}: its status is now “{status}”.")

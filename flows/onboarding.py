@@ -3,8 +3,8 @@ gender and age group (coordinators disaggregate by them; anyone may skip)."""
 
 from __future__ import annotations
 
-from bot.config import LANGUAGES
-from bot.i18n import Translator, _
+from bot.vocabulary.i18n import Translator, _
+from bot.vocabulary.languages import LANGUAGES
 from flows.core import (
     Choice,
     Choose,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.i18n import _
+from bot.vocabulary.i18n import _
 from flows.core import (
     IDLE,
     Choice,

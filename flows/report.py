@@ -3,8 +3,8 @@ under one's name or anonymously, a review of the summary, and a reference number
 
 from __future__ import annotations
 
-from bot.i18n import _
-from bot.messages import Kind
+from bot.vocabulary.i18n import _
+from bot.vocabulary.messages import Kind
 from flows.core import (
     Ask,
     Choice,

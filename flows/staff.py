@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from bot.config import LANGUAGES
-from bot.i18n import Msg, _, ngettext
-from bot.messages import FILE_LIMIT
+from bot.vocabulary.i18n import Msg, _, ngettext
+from bot.vocabulary.languages import LANGUAGES
+from bot.vocabulary.messages import FILE_LIMIT
 from flows.core import (
     Ask,
     Choice,

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.config import LANGUAGES
-from bot.i18n import _, ngettext
-from bot.messages import Kind
+from bot.vocabulary.i18n import _, ngettext
+from bot.vocabulary.languages import LANGUAGES
+from bot.vocabulary.messages import Kind
 from flows.core import (
     BACK,
     Ask,

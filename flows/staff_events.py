@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.config import LANGUAGES
-from bot.i18n import _, ngettext
-from bot.messages import Inbound, Kind
-from bot.staff import can
+from bot.vocabulary.i18n import _, ngettext
+from bot.vocabulary.languages import LANGUAGES
+from bot.vocabulary.messages import Inbound, Kind
+from bot.vocabulary.roles import can
 from flows.core import (
     BACK,
     TOO_LONG,

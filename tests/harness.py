@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 
 from bot.app import Khma
 from bot.config import Settings
-from bot.dispatch import DispatchPolicy
-from bot.i18n import Msg, Translator
+from bot.delivery.dispatch import DispatchPolicy
+from bot.vocabulary.i18n import Msg, Translator
 from flows.content import load_content
 from flows.core import SKIP
 from flows.onboarding import AGREE, ENDONYMS

@@ -8,9 +8,9 @@ import re
 import aiohttp
 from sqlalchemy import select
 
-from bot.export import ExportFilter, export_rows
-from bot.i18n import Translator
-from bot.messages import Kind
+from bot.outreach.export import ExportFilter, export_rows
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Kind
 from flows.content import load_content
 from flows.core import CANNOT_USE, MEDIA_NAMES
 from flows.dcfta import ASK, ASK_OWN, ASKED, TOPICS

@@ -10,7 +10,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from bot.staff import add as add_staff
+from bot.outreach.staff import add as add_staff
 from flows import notices
 from flows.content import load_content
 from flows.core import BACK

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from bot.app import Khma
 from bot.channels.base import Transient
 from bot.config import Settings
-from bot.dispatch import (
+from bot.delivery.dispatch import (
     BULK_PRIORITY,
     NOTICE_PRIORITY,
     REPLY_PRIORITY,
@@ -29,8 +29,8 @@ from bot.dispatch import (
     DispatchPolicy,
     in_quiet_hours,
 )
-from bot.messages import Reply
-from bot.ratelimit import RateLimiter, RateLimitTimeout
+from bot.delivery.ratelimit import RateLimiter, RateLimitTimeout
+from bot.vocabulary.messages import Reply
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
@@ -389,7 +389,7 @@ class StallingChannel:
 
 
 async def test_a_broadcast_cancelled_while_a_message_is_in_flight_is_not_retried(db) -> None:
-    from bot.dispatch import Dispatcher
+    from bot.delivery.dispatch import Dispatcher
     from bot.outreach import broadcasts
     from bot.outreach.audience import Audience
 

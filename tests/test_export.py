@@ -15,7 +15,7 @@ import pytest
 from openpyxl.cell.cell import Cell
 from openpyxl.utils.escape import unescape
 
-from bot.export import COLUMNS, ExportFilter, export_rows, neutralise, write_export
+from bot.outreach.export import COLUMNS, ExportFilter, export_rows, neutralise, write_export
 from flows.content import CONTENT_DIR, Content, Municipality
 from storage import queries
 from storage.db import Database

@@ -22,9 +22,9 @@ from yarl import URL
 
 from bot.channels.viber import public_base
 from bot.config import ConfigError, Settings
-from bot.export_links import ExportLinks
-from bot.i18n import Translator
-from bot.staff import add as add_staff
+from bot.outreach.staff import add as add_staff
+from bot.vocabulary.i18n import Translator
+from bot.web.export_links import ExportLinks
 from flows.content import load_content
 from flows.menu import REPORT, WHAT_NEXT
 from flows.report import ANONYMOUS, CATEGORY_LABELS, SUBMIT

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.conversation import Conversation, State
-from bot.i18n import Translator, pick_language
-from bot.messages import Button, Inbound, Kind, Reply
+from bot.engine.conversation import Conversation, State
+from bot.vocabulary.i18n import Translator, pick_language
+from bot.vocabulary.messages import Button, Inbound, Kind, Reply
 from flows import REGISTRY
 from flows.content import load_content
 from flows.core import (
@@ -219,7 +219,7 @@ async def test_without_promoted_questions_the_topics_are_the_static_ones() -> No
 
 
 def test_a_typed_number_is_a_button_where_buttons_are_asked_for_and_an_answer_elsewhere() -> None:
-    from bot.conversation import interpret
+    from bot.engine.conversation import interpret
 
     offered = [("skip", "Skip"), ("back", "Back")]
     at_a_choice = State(step="menu.main", offered=offered)

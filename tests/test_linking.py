@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from bot.i18n import Translator
+from bot.vocabulary.i18n import Translator
 from flows.content import load_content
 from flows.core import SKIP
 from flows.menu import MINE, REPORT, SETTINGS

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.export import ExportFilter, export_rows
 from bot.outreach import campaigns, events
 from bot.outreach.due import DueWork
-from bot.staff import add as add_staff
+from bot.outreach.export import ExportFilter, export_rows
+from bot.outreach.staff import add as add_staff
 from flows import notices
 from flows.campaigns import FOLLOWED, UNFOLLOW, UNFOLLOWED
 from flows.content import load_content

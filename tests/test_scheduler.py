@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import BigInteger, bindparam, text
 
-from bot.leader import SCHEDULER_LOCK_KEY, Leadership, lock_key_for
-from bot.scheduler import Scheduler
+from bot.schedule.leader import SCHEDULER_LOCK_KEY, Leadership, lock_key_for
+from bot.schedule.scheduler import Scheduler
 from storage.db import Database
 from tests.harness import eventually
 
@@ -314,14 +314,14 @@ async def test_an_error_in_work_is_logged_and_later_work_still_runs(
     moment = now() + timedelta(seconds=0.3)
     due = FakeDue([moment], fail_first=1)  # the catch-up fails
     scheduler = scheduler_for(db, due)
-    with caplog.at_level(logging.ERROR, logger="bot.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="bot.schedule.scheduler"):
         async with running(scheduler) as (run,):
             await asyncio.wait_for(scheduler.leadership.became_leader.wait(), timeout=3)
             assert scheduler.running and scheduler.scheduled() == [moment]
             await eventually(lambda: due.calls_at_or_after(moment) == 1, timeout=3)
             assert await scheduler.run_due() == 1
             assert not run.task.done()
-    failures = [r for r in caplog.records if r.name == "bot.scheduler" and r.exc_info]
+    failures = [r for r in caplog.records if r.name == "bot.schedule.scheduler" and r.exc_info]
     assert len(failures) == 1
     assert "the database hiccupped" in str(failures[0].exc_info[1])
     assert len(due.calls) == 3
@@ -340,7 +340,7 @@ async def test_an_error_listing_upcoming_keeps_the_current_plan(
             raise RuntimeError("no answer")
 
         scheduler.upcoming = broken
-        with caplog.at_level(logging.ERROR, logger="bot.scheduler"):
+        with caplog.at_level(logging.ERROR, logger="bot.schedule.scheduler"):
             await scheduler.resync()
         assert scheduler.scheduled() == [moment]
-        assert any(r.exc_info for r in caplog.records if r.name == "bot.scheduler")
+        assert any(r.exc_info for r in caplog.records if r.name == "bot.schedule.scheduler")

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from bot.channels.viber import ViberChannel
-from bot.conversation import Conversation, State
-from bot.i18n import Translator
-from bot.messages import Inbound, Kind, Reply
+from bot.engine.conversation import Conversation, State
 from bot.outreach.due import DueWork
-from bot.staff import add as add_staff
+from bot.outreach.staff import add as add_staff
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Inbound, Kind, Reply
 from flows import REGISTRY
 from flows.content import load_content
 from flows.core import BACK, SKIP, Context, Effect, Profile, StaffAction

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.i18n import Translator
+from bot.engine.staff_actions import PERMISSION
 from bot.outreach import events
-from bot.staff import add as add_staff
-from bot.staff import can
-from bot.staff_actions import PERMISSION
+from bot.outreach.staff import add as add_staff
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.roles import can
 from flows import notices
 from flows.core import BACK, SKIP
 from flows.events import COME, NONE_UPCOMING, RESULTS

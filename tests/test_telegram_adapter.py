@@ -13,7 +13,7 @@ import pytest
 
 from bot.channels.telegram import SECRET_HEADER, TelegramChannel
 from bot.config import Settings
-from bot.messages import Inbound, Kind, split_text
+from bot.vocabulary.messages import Inbound, Kind, split_text
 
 USER = {
     "id": 4242,

@@ -9,8 +9,8 @@ import logging
 import aiohttp
 from sqlalchemy import func, select
 
-from bot.export import ExportFilter, write_export
-from bot.i18n import Translator
+from bot.outreach.export import ExportFilter, write_export
+from bot.vocabulary.i18n import Translator
 from flows.content import load_content
 from flows.core import SKIP, STICKER_HINT, TOO_LONG
 from flows.menu import DCFTA, JOIN, REPORT, UNKNOWN_COMMAND, WHAT_NEXT
@@ -191,7 +191,7 @@ async def test_blocked_resident_is_marked_unreachable_and_nothing_is_retried(db)
 
 async def test_logs_hold_neither_the_token_nor_what_residents_wrote(db, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    from bot.cli import configure_logging
+    from bot.cli.commands import configure_logging
 
     configure_logging("DEBUG")
     secret_words = "ჩვენს ქუჩაზე ნაგავს არავინ იღებს"

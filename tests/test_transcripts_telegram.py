@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from bot.export import ExportFilter, write_export
-from bot.i18n import Translator
+from bot.outreach.export import ExportFilter, write_export
+from bot.vocabulary.i18n import Translator
 from flows.content import load_content
 from flows.menu import CAMPAIGNS, DCFTA, EVENTS, HELP, MINE, REPORT, SETTINGS, WHAT_NEXT
 from flows.mine import STATUS

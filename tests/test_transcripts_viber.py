@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bot.export import ExportFilter, export_rows
-from bot.i18n import Translator
+from bot.outreach.export import ExportFilter, export_rows
+from bot.vocabulary.i18n import Translator
 from flows.content import load_content
 from flows.menu import MINE, REPORT, WHAT_NEXT
 from flows.mine import STATUS

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.i18n import Translator
+from bot.vocabulary.i18n import Translator
 from flows.content import load_content
 from flows.onboarding import ENDONYMS, MUNICIPALITY_FROM_LINK
 from storage.models import Identity, InboxEvent, OutboxMessage

@@ -8,8 +8,8 @@ import re
 from sqlalchemy import select
 
 from bot.channels.viber import keyboard
-from bot.i18n import Translator
-from bot.messages import Button, Reply
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Button, Reply
 from flows.content import load_content
 from flows.onboarding import ENDONYMS, MUNICIPALITY
 from storage.models import Identity, OutboxMessage

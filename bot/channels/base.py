@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.messages import Inbound, Reply
+from bot.vocabulary.messages import Inbound, Reply
 
 
 class DeliveryError(Exception):

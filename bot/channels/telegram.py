@@ -23,7 +23,7 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bot.channels.base import Rejected, RetryLater, Transient, Unreachable, WebhookAnswer
 from bot.config import Settings
-from bot.messages import Inbound, Kind, Reply, split_text
+from bot.vocabulary.messages import Inbound, Kind, Reply, split_text
 from bot.waiting import rest, unless_stopped
 
 log = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ from bot.channels.base import (
     WebhookAnswer,
 )
 from bot.config import Settings
-from bot.export_links import display_name, link
-from bot.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
+from bot.vocabulary.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
+from bot.web.export_links import display_name, link
 
 log = logging.getLogger(__name__)
 

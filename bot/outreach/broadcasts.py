@@ -9,10 +9,10 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import BULK_PRIORITY
-from bot.messages import Reply
+from bot.delivery.dispatch import BULK_PRIORITY
 from bot.outreach.audience import Audience, residents
 from bot.outreach.notices import enqueue_many
+from bot.vocabulary.messages import Reply
 from flows.notices import pick
 from storage.models import Broadcast, OutboxMessage
 

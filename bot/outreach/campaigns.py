@@ -8,10 +8,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import BULK_PRIORITY
-from bot.i18n import Translator
-from bot.messages import Reply
+from bot.delivery.dispatch import BULK_PRIORITY
 from bot.outreach.notices import enqueue_many
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Reply
 from flows import notices
 from storage.models import Campaign, CampaignFollower, Resident
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import NOTICE_PRIORITY
+from bot.delivery.dispatch import NOTICE_PRIORITY
 from bot.outreach.notices import enqueue
 from flows import notices
 from storage.models import Event, Resident, Rsvp

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import NOTICE_PRIORITY
+from bot.delivery.dispatch import NOTICE_PRIORITY
 from bot.outreach.notices import enqueue
 from flows import notices
 from storage.models import FaqEntry, Report, Resident

@@ -15,8 +15,8 @@ from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.i18n import Translator
-from bot.messages import Reply
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Reply
 from storage.models import Identity, OutboxMessage, Resident
 
 # Rows per INSERT: large enough to make a 10,000-resident broadcast a few statements,

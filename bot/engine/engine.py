@@ -17,13 +17,13 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import staff
 from bot.config import LANGUAGES, Settings
-from bot.conversation import Conversation, State
-from bot.dispatch import REPLY_PRIORITY
-from bot.effects import Effects, profile_of
-from bot.i18n import Translator, _
-from bot.messages import SYSTEM_KINDS, Inbound, Kind, Reply
+from bot.delivery.dispatch import REPLY_PRIORITY
+from bot.engine.conversation import Conversation, State
+from bot.engine.effects import Effects, profile_of
+from bot.outreach import staff
+from bot.vocabulary.i18n import Translator, _
+from bot.vocabulary.messages import SYSTEM_KINDS, Inbound, Kind, Reply
 from bot.waiting import rest
 from flows import REGISTRY
 from flows.content import Content

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.leader import Leadership
+from bot.schedule.leader import Leadership
 
 log = logging.getLogger(__name__)
 

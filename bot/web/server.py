@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bot.channels.base import WebhookChannel
-from bot.export_links import ExportLinks
+from bot.web.export_links import ExportLinks
 
 
 @dataclass

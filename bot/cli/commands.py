@@ -11,8 +11,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from bot.cli_outreach import add_parsers
-from bot.cli_outreach import run as run_outreach
+from bot.cli.outreach import add_parsers
+from bot.cli.outreach import run as run_outreach
 from bot.config import Settings
 
 OUTREACH = ("staff", "broadcast", "event", "campaign", "report", "question")
@@ -51,7 +51,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> None:
-    from bot.export import ExportFilter, write_export
+    from bot.outreach.export import ExportFilter, write_export
     from flows.content import load_content
     from storage.db import Database
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if command == "run":
         asyncio.run(_run(settings))
     elif command == "chat":
-        from bot.chat import chat
+        from bot.cli.chat import chat
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(

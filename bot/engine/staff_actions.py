@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from bot.export import ExportFilter, write_export
-from bot.export_links import ExportLinks
 from bot.outreach import broadcasts, campaigns, events, loop
 from bot.outreach.audience import Audience, summarise
+from bot.outreach.export import ExportFilter, write_export
+from bot.web.export_links import ExportLinks
 from flows.content import Content
 from flows.notices import pick
 from flows.staff_broadcast import Preview

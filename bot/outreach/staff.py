@@ -1,30 +1,12 @@
-"""Who among CSO staff may do what: the one place roles are checked.
-
-Coordinators read and export; staff also answer, broadcast and manage events
-and campaigns; admins also manage staff.
-"""
+"""Staff accounts: who holds which role (the roles themselves are in `bot.vocabulary.roles`)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.vocabulary.roles import ROLES
 from storage.models import StaffMember
-
-ROLES = ("coordinator", "staff", "admin")
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "read": frozenset(ROLES),
-    "export": frozenset(ROLES),
-    "answer": frozenset({"staff", "admin"}),
-    "broadcast": frozenset({"staff", "admin"}),
-    "events": frozenset({"staff", "admin"}),
-    "campaigns": frozenset({"staff", "admin"}),
-    "manage_staff": frozenset({"admin"}),
-}
-
-
-def can(role: str | None, action: str) -> bool:
-    return role is not None and role in PERMISSIONS[action]
 
 
 async def role_of(session: AsyncSession, channel: str, address: str) -> str | None:

@@ -38,8 +38,8 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.exc import OperationalError
 
 from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
-from bot.messages import Reply
-from bot.ratelimit import RateLimiter, RateLimitTimeout
+from bot.delivery.ratelimit import RateLimiter, RateLimitTimeout
+from bot.vocabulary.messages import Reply
 from bot.waiting import rest, unless_stopped
 from storage import queries
 from storage.db import Database

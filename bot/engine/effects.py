@@ -15,11 +15,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from bot.i18n import Translator
-from bot.messages import Inbound
+from bot.engine.staff_actions import PERMISSION, StaffActions
 from bot.outreach import campaigns, events, faq, loop
-from bot.staff import can
-from bot.staff_actions import PERMISSION, StaffActions
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Inbound
+from bot.vocabulary.roles import can
 from flows.campaigns import CampaignView
 from flows.content import Content
 from flows.core import (

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.messages import Inbound, Kind, Reply
-from bot.staff import can
+from bot.vocabulary.messages import Inbound, Kind, Reply
+from bot.vocabulary.roles import can
 from flows import (
     BEFORE_LANGUAGE,
     CAMPAIGN_LINK,

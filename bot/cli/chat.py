@@ -12,9 +12,9 @@ import uuid
 from typing import TextIO
 
 from bot.config import Settings
-from bot.dispatch import Dispatcher
-from bot.engine import Engine
-from bot.messages import Inbound, Kind, Reply
+from bot.delivery.dispatch import Dispatcher
+from bot.engine.engine import Engine
+from bot.vocabulary.messages import Inbound, Kind, Reply
 from flows.content import load_content
 from storage.db import Database
 

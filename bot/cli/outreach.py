@@ -10,10 +10,10 @@ import argparse
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot import staff
 from bot.config import LANGUAGES, Settings
-from bot.outreach import broadcasts, campaigns, events, loop
+from bot.outreach import broadcasts, campaigns, events, loop, staff
 from bot.outreach.audience import Audience, summarise
+from bot.vocabulary.roles import ROLES
 from storage.db import Database
 from storage.models import Broadcast, utcnow
 
@@ -57,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         who.add_argument("--viber-id")
         if name == "add":
             one.add_argument("--name", required=True)
-            one.add_argument("--role", choices=staff.ROLES, required=True)
+            one.add_argument("--role", choices=ROLES, required=True)
     people.add_parser("list")
 
     bc = sub.add_parser("broadcast", help="announcements").add_subparsers(

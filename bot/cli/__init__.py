@@ -1,0 +1,1 @@
+"""Command line: running the bot, the terminal chat, and staff operations for scripts."""

@@ -1,0 +1,1 @@
+"""Getting outbox rows to the platforms: the dispatcher and its pacing."""

@@ -1,0 +1,1 @@
+"""The aiohttp server: health, webhooks and file links."""
