@@ -28,6 +28,9 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0
+# A platform unreachable at start is tried again after 1 s, then 2, 4, … up to 5 minutes.
+PLATFORM_FIRST_RETRY = 1.0
+PLATFORM_LAST_RETRY = 300.0
 
 
 class Khma:
@@ -41,7 +44,11 @@ class Khma:
     ) -> None:
         self.settings = settings
         self._owns_db = db is None
-        self.db = db or Database(settings.database_url, schema=settings.database_schema)
+        self.db = db or Database(
+            settings.database_url,
+            schema=settings.database_schema,
+            timeout=settings.database_timeout,
+        )
         self.content = load_content(settings.active_municipalities)
         self.engine = Engine(self.db, settings, self.content, clock=clock)
         self.telegram = (
@@ -75,6 +82,7 @@ class Khma:
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self._platform_failures: dict[str, str] = {}
 
     @property
     def port(self) -> int:
@@ -87,23 +95,73 @@ class Khma:
         return self.settings.port
 
     async def start(self) -> None:
+        """Migrate, serve, and bring every part up; `/healthz` says 200 only after this.
+
+        The schema is brought to head first (under an advisory lock on PostgreSQL, so
+        processes starting together migrate once), or every message would fail on a
+        table that is not there. A platform whose API cannot be reached now is retried
+        in the background while everything else serves.
+        """
+        await self.ensure_schema()
         # Only Viber needs exports by URL; without it, no export is reachable over HTTP.
         exports = ExportLinks.from_settings(self.settings) if self.viber else None
-        self._runner = web.AppRunner(build_web_app(self.readiness, self.webhooks, exports))
+        self._runner = web.AppRunner(
+            build_web_app(self.readiness, self.webhooks, exports, db=self.db)
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
-        if self.telegram:
-            await self.telegram.start()
-            if not self.settings.telegram_webhook_url:
-                self._spawn(self.telegram.poll(self.stop_event), "telegram polling")
-        if self.viber:
-            await self.viber.start()
+        platforms = [channel for channel in (self.telegram, self.viber) if channel is not None]
+        connected = await asyncio.gather(*(self._connect(channel) for channel in platforms))
+        for channel, ok in zip(platforms, connected, strict=True):
+            if ok:
+                self._platform_ready(channel)
+            else:
+                self._spawn(self._keep_connecting(channel), f"{channel.name} start")
         self._spawn(self.engine.run(self.stop_event), "engine")
         self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
         self._spawn(self.scheduler.run(self.stop_event), "scheduler")
         self._spawn(self._follow_schedule_changes(), "schedule changes")
         self.readiness.ready = True
         log.info("Khma is serving on %s:%s", self.settings.host, self.port)
+
+    async def ensure_schema(self) -> None:
+        """Migrate unless the schema is already at head (the common case: one query)."""
+        if not (await self.db.schema_state()).at_head:
+            log.info("bringing the database schema up to date")
+            await self.db.migrate()
+
+    async def _connect(self, channel: TelegramChannel | ViberChannel) -> bool:
+        """One attempt at the platform's API; False (logged without secrets) if it failed."""
+        try:
+            await channel.start()
+        except Exception as error:
+            # Only the class: a Bot API error's text or URL may hold the token.
+            self._platform_failures[channel.name] = type(error).__name__
+            return False
+        return True
+
+    async def _keep_connecting(self, channel: TelegramChannel | ViberChannel) -> None:
+        """Retry a platform's start with backoff; one WARNING now, one INFO when it works."""
+        delay = PLATFORM_FIRST_RETRY
+        log.warning(
+            "the %s API cannot be reached (%s); retrying in the background, the rest serves",
+            channel.name,
+            self._platform_failures.get(channel.name),
+        )
+        while not self.stop_event.is_set():
+            await rest(self.stop_event, timeout=delay)
+            if self.stop_event.is_set():
+                return
+            if await self._connect(channel):
+                log.info("the %s API answered: %s is connected", channel.name, channel.name)
+                self._platform_ready(channel)
+                return
+            delay = min(delay * 2, PLATFORM_LAST_RETRY)
+
+    def _platform_ready(self, channel: TelegramChannel | ViberChannel) -> None:
+        if channel is self.telegram and not self.settings.telegram_webhook_url:
+            self._spawn(self.telegram.poll(self.stop_event), "telegram polling")
+        self.dispatcher.wake()
 
     async def _scheduled_work(self, now: datetime) -> int:
         queued = await self.due.run(now)

@@ -1,171 +1,322 @@
-"""Settings read from the environment once, at start.
+"""Settings read from the environment (and `.env`) once, at start, by pydantic-settings.
 
-Everything secret (tokens, webhook secrets) comes from the environment only, so
-nothing sensitive is ever committed or passed on a command line.
+Everything secret (tokens, the webhook secret, the password inside DATABASE_URL) comes
+from the environment only, so nothing sensitive is ever committed or passed on a command
+line, and it is masked in every repr, str and error message: settings end up in
+tracebacks and logs. A value that cannot be used stops the start with a `ConfigError`
+that names the variable and says what is wrong with the value.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.vocabulary.languages import LANGUAGES
 
+__all__ = ["LANGUAGES", "ConfigError", "Settings"]
+
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 DEFAULT_VIBER_API_URL = "https://chatapi.viber.com/pa"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/khma.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Fields whose values are never shown: in reprs, in strs, in configuration errors.
+SECRETS = frozenset({"telegram_token", "telegram_webhook_secret", "viber_token"})
+HIDDEN = "***"
 
 
 class ConfigError(ValueError):
     """A setting is present but unusable; raised at start, never mid-conversation."""
 
 
-def _load_dotenv(path: Path) -> dict[str, str]:
-    """Read KEY=VALUE lines so newcomers can keep settings in `.env` (never committed)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
+def _env(name: str) -> Any:
+    """The environment variable a field is read from (`Settings(field=…)` works as well)."""
+    return Field(None, validation_alias=AliasChoices(name))
 
 
-def _quiet_hours(text: str) -> tuple[time, time] | None:
-    """`22:00-09:00` (Tbilisi time) or `off`: when bulk messages wait for the morning."""
-    if text.strip().lower() in ("off", "none", ""):
-        return None
+def hide_password(url: str) -> str:
+    """A database URL fit to print: its password, if any, replaced by ***."""
     try:
-        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
-    except ValueError as error:
-        raise ConfigError(f"QUIET_HOURS must look like 22:00-09:00 or off, got {text!r}") from error
-    return start, end
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return HIDDEN if "@" in url else url
 
 
-def _languages(text: str) -> tuple[str, ...]:
-    order = tuple(code.strip() for code in text.split(",") if code.strip())
-    unknown = set(order) - set(LANGUAGES)
-    if unknown:
-        raise ConfigError(f"LANGUAGE_FALLBACK has unknown languages: {sorted(unknown)}")
-    return order
+def _split(value: Any) -> Any:
+    """Comma-separated lists (`ka,ru`, `24,2`), as people write them in an environment."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = "sqlite+aiosqlite:///data/khma.db"
-    database_schema: str | None = None
-    telegram_token: str | None = None
-    telegram_api_url: str = DEFAULT_TELEGRAM_API_URL
-    telegram_webhook_url: str | None = None
-    telegram_webhook_secret: str | None = None
-    viber_token: str | None = None
-    viber_api_url: str = DEFAULT_VIBER_API_URL
-    viber_webhook_url: str | None = None
-    viber_bot_name: str = "Khma"
-    viber_avatar_url: str | None = None
-    viber_min_api_version: int = 6
-    viber_keyboard_rows: int = 10
-    host: str = "127.0.0.1"
-    port: int = 8080
-    tz_name: str = "Asia/Tbilisi"
-    active_municipalities: tuple[str, ...] = field(default_factory=tuple)
-    max_text_length: int = 2000
-    poll_timeout: int = 25
-    telegram_rate: float = 30.0
-    telegram_chat_rate: float = 1.0
-    viber_rate: float = 30.0
-    viber_chat_rate: float = 1.0
-    viber_message_price: float = 0.0
-    quiet_hours: tuple[time, time] | None = (time(22, 0), time(9, 0))
-    language_fallback: tuple[str, ...] = ("ka", "ru", "az", "hy")
-    reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24), timedelta(hours=2))
-    followup_after: timedelta = timedelta(weeks=4)
-    dispatch_lease: float = 60.0
-    exports_dir: Path = Path("data") / "exports"
-    export_link_ttl: timedelta = timedelta(hours=24)
-    log_level: str = "INFO"
+def _positive(value: Any, what: str) -> float:
+    number = float(value)  # ValueError for words: pydantic names the variable
+    if not (number > 0 and math.isfinite(number)):  # nan too: a link that never expires leaks
+        raise ValueError(f"{what} must be a number above 0")
+    return number
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// address")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting Khma reads; the README's configuration table lists the variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        case_sensitive=True,
+        extra="ignore",
+        frozen=True,
+        str_strip_whitespace=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=False,
+    )
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    database_schema: str | None = _env("DATABASE_SCHEMA")
+    # Seconds to connect and for any one statement (SQLite: to wait for a lock); past it
+    # the database counts as unreachable and webhooks answer 503.
+    database_timeout: float = Field(5.0, gt=0, le=300, validation_alias="DATABASE_TIMEOUT")
+    telegram_token: str | None = _env("TELEGRAM_TOKEN")
+    telegram_api_url: str = Field(DEFAULT_TELEGRAM_API_URL, validation_alias="TELEGRAM_API_URL")
+    telegram_webhook_url: str | None = _env("TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,256}$",
+        validation_alias="TELEGRAM_WEBHOOK_SECRET",
+    )
+    viber_token: str | None = _env("VIBER_TOKEN")
+    viber_api_url: str = Field(DEFAULT_VIBER_API_URL, validation_alias="VIBER_API_URL")
+    viber_webhook_url: str | None = _env("VIBER_WEBHOOK_URL")
+    viber_bot_name: str = Field(
+        "Khma", min_length=1, max_length=28, validation_alias="VIBER_BOT_NAME"
+    )
+    viber_avatar_url: str | None = _env("VIBER_AVATAR_URL")
+    viber_min_api_version: int = Field(6, ge=1, le=100, validation_alias="VIBER_MIN_API_VERSION")
+    viber_keyboard_rows: int = Field(10, ge=1, le=24, validation_alias="VIBER_KEYBOARD_ROWS")
+    host: str = Field("127.0.0.1", min_length=1, validation_alias="HOST")
+    port: int = Field(8080, ge=0, le=65535, validation_alias="PORT")
+    tz_name: str = Field("Asia/Tbilisi", validation_alias="TZ_NAME")
+    active_municipalities: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="ACTIVE_MUNICIPALITIES"
+    )
+    max_text_length: int = Field(2000, ge=1, le=100_000, validation_alias="MAX_TEXT_LENGTH")
+    poll_timeout: int = Field(25, ge=0, le=600, validation_alias="TELEGRAM_POLL_TIMEOUT")
+    telegram_rate: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias="TELEGRAM_RATE")
+    telegram_chat_rate: float = Field(
+        1.0, gt=0, allow_inf_nan=False, validation_alias="TELEGRAM_CHAT_RATE"
+    )
+    viber_rate: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias="VIBER_RATE")
+    viber_chat_rate: float = Field(
+        1.0, gt=0, allow_inf_nan=False, validation_alias="VIBER_CHAT_RATE"
+    )
+    viber_message_price: float = Field(
+        0.0, ge=0, allow_inf_nan=False, validation_alias="VIBER_MESSAGE_PRICE"
+    )
+    quiet_hours: Annotated[tuple[time, time] | None, NoDecode] = Field(
+        (time(22, 0), time(9, 0)), validation_alias="QUIET_HOURS"
+    )
+    language_fallback: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("ka", "ru", "az", "hy"), min_length=1, validation_alias="LANGUAGE_FALLBACK"
+    )
+    reminder_offsets: Annotated[tuple[timedelta, ...], NoDecode] = Field(
+        (timedelta(hours=24), timedelta(hours=2)), validation_alias="REMINDER_HOURS"
+    )
+    followup_after: timedelta = Field(timedelta(weeks=4), validation_alias="FOLLOWUP_DAYS")
+    dispatch_lease: float = Field(
+        60.0, gt=0, allow_inf_nan=False, validation_alias="DISPATCH_LEASE_SECONDS"
+    )
+    exports_dir: Path = Field(Path("data") / "exports", validation_alias="EXPORTS_DIR")
+    export_link_ttl: timedelta = Field(timedelta(hours=24), validation_alias="EXPORT_LINK_HOURS")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    # --- parsing the forms people write --------------------------------------------
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "is not a database URL (postgresql://user:password@host/name or sqlite:///path)"
+            ) from None
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _bot_api_root(cls, value: str) -> str:
+        """The server root; python-telegram-bot's `base_url` form (…/bot) means the same."""
+        root = _http_url(value.rstrip("/")) or ""
+        return root.removesuffix("/bot").rstrip("/")
+
+    @field_validator("viber_api_url")
+    @classmethod
+    def _viber_api_root(cls, value: str) -> str:
+        return (_http_url(value.rstrip("/")) or "").rstrip("/")
+
+    @field_validator("telegram_webhook_url", "viber_webhook_url", "viber_avatar_url")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @field_validator("tz_name")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a time zone name such as Asia/Tbilisi") from None
+        return value
+
+    @field_validator("active_municipalities", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _quiet_hours(cls, value: Any) -> Any:
+        """`22:00-09:00` (Tbilisi time) or `off`: when bulk messages wait for the morning."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() in ("off", "none", ""):
+            return None
+        try:
+            start, end = (time.fromisoformat(part.strip()) for part in value.split("-"))
+        except ValueError:
+            raise ValueError("must look like 22:00-09:00, or be off") from None
+        return start, end
+
+    @field_validator("language_fallback", mode="before")
+    @classmethod
+    def _language_order(cls, value: Any) -> Any:
+        order = _split(value)
+        unknown = sorted(set(order) - set(LANGUAGES))
+        if unknown:
+            raise ValueError(f"has unknown languages {unknown}; known are {sorted(LANGUAGES)}")
+        return order
+
+    @field_validator("reminder_offsets", mode="before")
+    @classmethod
+    def _reminder_hours(cls, value: Any) -> Any:
+        hours = _split(value)
+        if not isinstance(hours, tuple) or all(isinstance(h, timedelta) for h in hours):
+            return hours
+        try:
+            return tuple(timedelta(hours=_positive(h, "each hour")) for h in hours)
+        except ValueError:
+            raise ValueError("must be hours above 0 separated by commas, such as 24,2") from None
+
+    @field_validator("followup_after", mode="before")
+    @classmethod
+    def _followup_days(cls, value: Any) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return timedelta(days=_positive(value, "FOLLOWUP_DAYS"))
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("must be a number of days above 0") from None
+
+    @field_validator("export_link_ttl", mode="before")
+    @classmethod
+    def _link_hours(cls, value: Any) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return timedelta(hours=_positive(value, "EXPORT_LINK_HOURS"))
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("must be a number of hours above 0") from None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    # --- derived --------------------------------------------------------------------
 
     @property
     def telegram_base_url(self) -> str:
         """python-telegram-bot wants the `/bot` prefix it appends the token to."""
-        return self.telegram_api_url.rstrip("/") + "/bot"
+        return self.telegram_api_url + "/bot"
 
     @property
     def telegram_base_file_url(self) -> str:
-        return self.telegram_api_url.rstrip("/") + "/file/bot"
+        return self.telegram_api_url + "/file/bot"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
-        merged: dict[str, str] = _load_dotenv(dotenv or Path(".env")) if env is None else {}
-        merged.update(os.environ if env is None else env)
+        """Settings from `env` alone when given (tests), else the environment and `.env`.
 
-        def get(name: str) -> str | None:
-            value = merged.get(name, "").strip()
-            return value or None
-
-        port_text = get("PORT") or "8080"
-        if not port_text.isdigit():
-            raise ConfigError(f"PORT must be a number, got {port_text!r}")
-        secret = get("TELEGRAM_WEBHOOK_SECRET")
-        if secret and not all(c.isalnum() or c in "_-" for c in secret):
-            raise ConfigError("TELEGRAM_WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and -")
-        active = tuple(
-            code.strip() for code in (get("ACTIVE_MUNICIPALITIES") or "").split(",") if code.strip()
-        )
-        link_text = get("EXPORT_LINK_HOURS") or "24"
+        Raises `ConfigError` naming every variable that cannot be used.
+        """
         try:
-            link_hours = float(link_text)
-        except ValueError:
-            link_hours = 0.0
-        if not 0 < link_hours < float("inf"):  # nan too: a link that never expires leaks
-            raise ConfigError(f"EXPORT_LINK_HOURS must be a number above 0, got {link_text!r}")
-        return cls(
-            database_url=get("DATABASE_URL") or cls.database_url,
-            database_schema=get("DATABASE_SCHEMA"),
-            telegram_token=get("TELEGRAM_TOKEN"),
-            telegram_api_url=get("TELEGRAM_API_URL") or DEFAULT_TELEGRAM_API_URL,
-            telegram_webhook_url=get("TELEGRAM_WEBHOOK_URL"),
-            telegram_webhook_secret=secret,
-            viber_token=get("VIBER_TOKEN"),
-            viber_api_url=get("VIBER_API_URL") or DEFAULT_VIBER_API_URL,
-            viber_webhook_url=get("VIBER_WEBHOOK_URL"),
-            viber_bot_name=get("VIBER_BOT_NAME") or "Khma",
-            viber_avatar_url=get("VIBER_AVATAR_URL"),
-            viber_min_api_version=int(get("VIBER_MIN_API_VERSION") or 6),
-            viber_keyboard_rows=int(get("VIBER_KEYBOARD_ROWS") or 10),
-            host=get("HOST") or "127.0.0.1",
-            port=int(port_text),
-            tz_name=get("TZ_NAME") or "Asia/Tbilisi",
-            active_municipalities=active,
-            max_text_length=int(get("MAX_TEXT_LENGTH") or 2000),
-            poll_timeout=int(get("TELEGRAM_POLL_TIMEOUT") or 25),
-            dispatch_lease=float(get("DISPATCH_LEASE_SECONDS") or 60),
-            telegram_rate=float(get("TELEGRAM_RATE") or 30),
-            telegram_chat_rate=float(get("TELEGRAM_CHAT_RATE") or 1),
-            viber_rate=float(get("VIBER_RATE") or 30),
-            viber_chat_rate=float(get("VIBER_CHAT_RATE") or 1),
-            viber_message_price=float(get("VIBER_MESSAGE_PRICE") or 0),
-            quiet_hours=_quiet_hours(get("QUIET_HOURS") or "22:00-09:00"),
-            language_fallback=_languages(get("LANGUAGE_FALLBACK") or "ka,ru,az,hy"),
-            reminder_offsets=tuple(
-                timedelta(hours=float(h)) for h in (get("REMINDER_HOURS") or "24,2").split(",")
-            ),
-            followup_after=timedelta(days=float(get("FOLLOWUP_DAYS") or 28)),
-            exports_dir=Path(get("EXPORTS_DIR") or cls.exports_dir),
-            export_link_ttl=timedelta(hours=link_hours),
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
-        )
+            if env is None:
+                return cls(_env_file=dotenv or cls.model_config.get("env_file"))
+            given = {name: value for name, value in env.items() if value and value.strip()}
+            return cls.model_validate(given)
+        except ValidationError as error:
+            raise ConfigError(describe(error)) from None
 
-    def __repr__(self) -> str:
-        """Never print tokens, even when settings end up in a traceback or a log."""
-        hidden = {"telegram_token", "telegram_webhook_secret", "viber_token"}
-        parts = []
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            parts.append(f"{name}={'***' if name in hidden and value else value!r}")
-        return f"Settings({', '.join(parts)})"
+    # --- never show a secret ---------------------------------------------------------
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in SECRETS and value:
+                yield name, HIDDEN
+            elif name == "database_url":
+                yield name, hide_password(value)
+            else:
+                yield name, value
+
+
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def describe(error: ValidationError) -> str:
+    """One line per unusable variable: its name, the value (unless secret), the problem."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=True):
+        location = problem.get("loc") or ("?",)
+        given = str(location[0])
+        field = next((f for f in Settings.model_fields if given in (f, _variable(f))), given)
+        name = _variable(field) if field in Settings.model_fields else given
+        message = str(problem.get("msg", "is not valid")).removeprefix("Value error, ")
+        shown = problem.get("input")
+        if field in SECRETS:
+            value = ""
+        elif field == "database_url" and isinstance(shown, str):
+            value = f" ({hide_password(shown)!r})"
+        else:
+            value = f" ({shown!r})" if isinstance(shown, str | int | float) else ""
+        lines.append(f"{name}{value}: {message}")
+    return "; ".join(lines)

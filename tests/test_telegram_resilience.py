@@ -54,9 +54,11 @@ async def test_the_same_update_twice_is_handled_once(db) -> None:
     ):
         update = api.text_update(502, "/start", queue=False)
         url = f"http://127.0.0.1:{khma.port}/webhooks/telegram"
+        assert api.webhook is not None, "the webhook is registered, with a generated secret"
+        secret = {"X-Telegram-Bot-Api-Secret-Token": api.webhook.secret_token}
         async with aiohttp.ClientSession() as http:
             for _ in range(2):
-                async with http.post(url, json=update) as response:
+                async with http.post(url, json=update, headers=secret) as response:
                     assert response.status == 200
         await quiet(db, api)
         assert len(api.sent_to(502)) == 1

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from bot.channels.base import Rejected, RetryLater, Transient, Unreachable, Webh
 from bot.config import Settings
 from bot.vocabulary.messages import Inbound, Kind, Reply, split_text
 from bot.waiting import rest, unless_stopped
+from storage.db import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ CAPTION_LIMIT = 1024
 CALLBACK_DATA_BYTES = 64
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Until the Bot API has answered getMe, sends wait this long rather than fail.
+NOT_CONNECTED_WAIT = 5.0
 
 Accept = Callable[[Inbound], Awaitable[bool]]
 
@@ -131,23 +135,34 @@ class TelegramChannel:
         )
         self.offset: int | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Webhook calls must carry this secret: the configured one, or one made up now and
+        # registered with setWebhook, so no one who merely knows the URL can post updates.
+        self.webhook_secret = settings.telegram_webhook_secret or secrets.token_urlsafe(32)
+        self.connected = False
 
     @property
     def bot(self):
         return self.application.bot
 
     async def start(self) -> None:
+        """Reach the Bot API (getMe, then setWebhook or deleteWebhook); raises if it cannot.
+
+        Safe to call again after a failure: Khma retries it in the background.
+        """
         await self.application.initialize()
-        await self.application.start()
+        if not self.application.running:
+            await self.application.start()
         if self.settings.telegram_webhook_url:
             await self.bot.set_webhook(
                 url=self.settings.telegram_webhook_url,
-                secret_token=self.settings.telegram_webhook_secret,
+                secret_token=self.webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
             )
-            log.info("telegram webhook set")
+            made_up = not self.settings.telegram_webhook_secret
+            log.info("telegram webhook set%s", " with a generated secret" if made_up else "")
         else:
             await self.bot.delete_webhook()
+        self.connected = True
         log.info("telegram bot @%s ready", self.bot.username)
 
     async def stop(self) -> None:
@@ -197,20 +212,19 @@ class TelegramChannel:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning(
-                    "telegram polling: %s; retrying in %.0f s", type(error).__name__, backoff
-                )
+                if not is_outage(error):  # an outage is logged once, by the database
+                    log.warning(
+                        "telegram polling: %s; retrying in %.0f s", type(error).__name__, backoff
+                    )
                 await rest(stop, timeout=backoff)
                 backoff = min(backoff * 2, 30.0)
 
     async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
         """A webhook request: check the secret, store the update, then answer."""
-        expected = self.settings.telegram_webhook_secret
-        if expected:
-            given = headers.get(SECRET_HEADER, "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                log.warning("telegram webhook call with a wrong secret token refused")
-                return WebhookAnswer(403, "forbidden")
+        given = headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.webhook_secret.encode()):
+            log.warning("telegram webhook call with a missing or wrong secret token refused")
+            return WebhookAnswer(403, "forbidden")
         try:
             data = json.loads(body)
             update = Update.de_json(data, self.bot)
@@ -221,14 +235,17 @@ class TelegramChannel:
             return WebhookAnswer(400, "malformed update")
         try:
             await self.store(update)
-        except Exception:
-            log.exception("could not store a telegram update; telegram will retry")
+        except Exception as error:
+            if not is_outage(error):  # an outage is logged once, by the database
+                log.exception("could not store a telegram update; telegram will retry")
             return WebhookAnswer(503, "try again")
         return WebhookAnswer(200, "ok")
 
     # --- sending --------------------------------------------------------------------
 
     async def send(self, address: str, reply: Reply) -> str | None:
+        if not self.connected:
+            raise RetryLater(NOT_CONNECTED_WAIT)
         try:
             return await self._send(int(address), reply)
         except RetryAfter as error:

@@ -45,6 +45,7 @@ from bot.channels.base import (
 from bot.config import Settings
 from bot.vocabulary.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
 from bot.web.export_links import display_name, link
+from storage.db import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 UNREACHABLE_STATUSES = {5, 6, 7}
 HELD_STATUSES = {12}
 RETRY_STATUSES = {1, 2, 10, 11, 23, 24}
+# Until the Viber API has answered get_account_info, sends wait this long rather than fail.
+NOT_CONNECTED_WAIT = 5.0
 
 
 def signature(token: str, body: bytes) -> str:
@@ -238,14 +241,15 @@ class ViberChannel:
         if settings.viber_avatar_url:
             self.sender["avatar"] = settings.viber_avatar_url
         self._http: aiohttp.ClientSession | None = None
+        self.connected = False
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(
-            headers={AUTH_HEADER: self.token},
-            timeout=aiohttp.ClientTimeout(total=15),
-        )
+        """Reach the Viber API (get_account_info, set_webhook); raises if it cannot.
+
+        Safe to call again after a failure: Khma retries it in the background.
+        """
         account = await self._call("get_account_info", {})
         if account.get("status") != 0:
             log.error("Viber refused the token: %s", account.get("status_message"))
@@ -277,6 +281,15 @@ class ViberChannel:
                     answer.get("status"),
                     answer.get("status_message"),
                 )
+        self.connected = True
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers={AUTH_HEADER: self.token},
+                timeout=aiohttp.ClientTimeout(total=15),
+            )
+        return self._http
 
     async def stop(self) -> None:
         if self._http is not None:
@@ -313,8 +326,9 @@ class ViberChannel:
             await self.inbox.accept(inbound)
             if inbound.kind is Kind.START:
                 return WebhookAnswer(200, json=self._welcome(await self.inbox.welcome(inbound)))
-        except Exception:
-            log.exception("could not store a viber callback; viber will retry")
+        except Exception as error:
+            if not is_outage(error):  # an outage is logged once, by the database
+                log.exception("could not store a viber callback; viber will retry")
             return WebhookAnswer(503, "try again")
         return WebhookAnswer(200, "ok")
 
@@ -383,6 +397,8 @@ class ViberChannel:
     async def send(self, address: str, reply: Reply) -> str | None:
         if reply.edit_message_id:
             return reply.edit_message_id  # Viber has no editing; a tap needs no receipt
+        if not self.connected:
+            raise RetryLater(NOT_CONNECTED_WAIT)
         token = None
         for message in self._messages(reply):
             answer = await self._call("send_message", {**message, "receiver": address})
@@ -401,12 +417,11 @@ class ViberChannel:
         return token
 
     async def _call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
-        assert self._http is not None, "ViberChannel.start() first"
         try:
             # Unescaped UTF-8: a Georgian letter is 3 bytes, not a 6-byte \uXXXX escape,
             # which keeps long texts within Viber's 30 KB request limit.
             body = json.dumps(payload, ensure_ascii=False).encode()
-            async with self._http.post(
+            async with self._session().post(
                 f"{self.api_url}/{method}", data=body, headers=JSON_HEADERS
             ) as response:
                 if response.status == 429:

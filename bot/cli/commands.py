@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bot.cli.outreach import add_parsers
 from bot.cli.outreach import run as run_outreach
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 
 OUTREACH = ("staff", "broadcast", "event", "campaign", "report", "question")
 
@@ -40,22 +40,55 @@ async def _run(settings: Settings) -> None:
     await khma.serve_forever()
 
 
-async def _migrate(settings: Settings) -> None:
+class Refusal(Exception):
+    """A command cannot run; its text is the one line that says what to do."""
+
+
+def _database(settings: Settings):
     from storage.db import Database
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    return Database(
+        settings.database_url, schema=settings.database_schema, timeout=settings.database_timeout
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    db = _database(settings)
     try:
         await db.migrate()
     finally:
         await db.close()
 
 
+async def _check_schema(settings: Settings) -> None:
+    """Refuse, in one line, to work on a database that is not at this code's schema."""
+    db = _database(settings)
+    try:
+        problem = (await db.schema_state()).problem()
+    finally:
+        await db.close()
+    if problem is not None:
+        raise Refusal(problem)
+
+
+def _unreachable(settings: Settings, error: BaseException) -> str:
+    from storage.db import printable_url
+
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return (
+        f"cannot reach the database {printable_url(settings.database_url)} "
+        f"({type(cause).__name__}): check DATABASE_URL and that the database server is running"
+    )
+
+
 async def _export(settings: Settings, args: argparse.Namespace) -> None:
     from bot.outreach.export import ExportFilter, write_export
     from flows.content import load_content
-    from storage.db import Database
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    await _check_schema(settings)
+    db = _database(settings)
     try:
         flt = ExportFilter(
             since=args.since, until=args.until, municipality=args.municipality, kind=args.kind
@@ -90,9 +123,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; what stops it (a setting, the database) is one line, no traceback."""
+    from storage.db import is_outage
+
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        sys.exit(f"configuration: {error}")
     configure_logging(settings.log_level)
+    if args.command not in ("run", "start"):
+        # A one-off command says what stopped it in its own line: no outage warning too.
+        logging.getLogger("storage.db").setLevel(logging.ERROR)
+    try:
+        _dispatch(args, settings)
+    except Refusal as refusal:
+        sys.exit(str(refusal))
+    except Exception as error:
+        if is_outage(error):
+            sys.exit(_unreachable(settings, error))
+        raise
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     command = args.command
     if command == "start":
         command = "run" if settings.telegram_token or settings.viber_token else "chat"
@@ -115,4 +168,5 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "export":
         asyncio.run(_export(settings, args))
     elif command in OUTREACH:
+        asyncio.run(_check_schema(settings))
         asyncio.run(run_outreach(command, args, settings))

@@ -42,7 +42,7 @@ from bot.delivery.ratelimit import RateLimiter, RateLimitTimeout
 from bot.vocabulary.messages import Reply
 from bot.waiting import rest, unless_stopped
 from storage import queries
-from storage.db import Database
+from storage.db import Database, is_outage
 from storage.models import OutboxMessage, utcnow
 
 if TYPE_CHECKING:
@@ -272,8 +272,9 @@ class Dispatcher:
             if free >= lane.refill and self._lane_open(lane):
                 try:
                     claimed = await self._claim(lane, free)
-                except Exception:
-                    log.exception("claiming %s rows failed; retrying shortly", lane.name)
+                except Exception as error:
+                    if not is_outage(error):  # an outage is logged once, by the database
+                        log.exception("claiming %s rows failed; retrying shortly", lane.name)
             for row in claimed:
                 task = asyncio.create_task(self._deliver(row, lane, stop), name=f"outbox {row.id}")
                 in_hand.add(task)
@@ -357,9 +358,10 @@ class Dispatcher:
                 return
             async with self._sends[lane.name]:
                 await self._send(row)
-        except Exception:
+        except Exception as error:
             # Only recording can fail here; the lease brings the row back later.
-            log.exception("outbox %s: could not record the outcome", row.id)
+            if not is_outage(error):  # an outage is logged once, by the database
+                log.exception("outbox %s: could not record the outcome", row.id)
 
     async def _permit(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None) -> bool:
         """Wait for the channel's rate limiter; False (row put back) if it took too long.

@@ -29,7 +29,7 @@ from flows import REGISTRY
 from flows.content import Content
 from flows.core import Context
 from storage import queries
-from storage.db import Database
+from storage.db import Database, is_outage
 from storage.models import Identity, InboxEvent, OutboxMessage, Resident, utcnow
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,9 @@ class Engine:
         while not stop.is_set():
             try:
                 await self.process_pending()
-            except Exception:
-                log.exception("processing inbound events failed; retrying shortly")
+            except Exception as error:
+                if not is_outage(error):  # an outage is logged once, by the database
+                    log.exception("processing inbound events failed; retrying shortly")
             self.wakeup.clear()
             await rest(stop, self.wakeup, timeout=1.0)
 
@@ -138,8 +139,8 @@ class Engine:
                 event_id = event.id
                 planned = await self._process(session, event)
         except Exception as error:
-            if event_id is None:
-                raise
+            if event_id is None or is_outage(error):
+                raise  # the event stays pending and is processed once the database is back
             log.exception("inbound event %s could not be processed", event_id)
             failed = (event_id, f"{type(error).__name__}: {error}")
         else:

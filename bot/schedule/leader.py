@@ -91,7 +91,9 @@ class Leadership:
             while not stop.is_set():
                 if self.is_leader:
                     if not await self._still_held():
-                        log.warning("lost the scheduler lock: stepping down")
+                        # During a database outage the database has said so, once.
+                        level = logging.WARNING if self.db.availability.up else logging.INFO
+                        log.log(level, "lost the scheduler lock: stepping down")
                         await self._step_down()
                         await self._release()
                 elif await self._acquire():
@@ -140,7 +142,8 @@ class Leadership:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
             got = bool(await self._scalar(_TRY_LOCK, key=self.key))
         except Exception as error:
-            self._complain("cannot reach PostgreSQL for the scheduler lock: %r", error)
+            if not self.db.noticed(error):
+                self._complain("cannot reach PostgreSQL for the scheduler lock: %r", error)
             await self._release()
             return False
         self._complained = False
@@ -154,7 +157,8 @@ class Leadership:
         try:
             await self._scalar(_PING)
         except Exception as error:
-            log.warning("the scheduler lock connection failed: %r", error)
+            if not self.db.noticed(error):
+                log.warning("the scheduler lock connection failed: %r", error)
             return False
         return True
 

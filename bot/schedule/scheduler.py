@@ -23,6 +23,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.schedule.leader import Leadership
+from storage.db import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ class Scheduler:
             now = self.clock()
             try:
                 queued = await self.work(now)
-            except Exception:
-                log.exception("scheduled work at %s failed; it is retried on the next round", now)
+            except Exception as error:
+                if not is_outage(error):  # an outage is logged once, by the database
+                    log.exception("scheduled work at %s failed; retried on the next round", now)
                 return 0
         if queued:
             log.info("scheduled work at %s queued %d message(s)", now, queued)
@@ -122,8 +124,9 @@ class Scheduler:
             now = self.clock()
             try:
                 moments = await self.upcoming(now)
-            except Exception:
-                log.exception("listing upcoming work failed; keeping the current schedule")
+            except Exception as error:
+                if not is_outage(error):  # an outage is logged once, by the database
+                    log.exception("listing upcoming work failed; keeping the current schedule")
                 return
             aps = self._aps
             if aps is None:  # stepped down while `upcoming` ran
