@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -275,8 +275,9 @@ class Settings(BaseSettings):
         try:
             if env is None:
                 return cls(_env_file=dotenv or cls.model_config.get("env_file"))
-            given = {name: value for name, value in env.items() if value and value.strip()}
-            return cls.model_validate(given)
+            # Only the mapping, read exactly as the environment would be: not os.environ,
+            # not .env (tests hand their whole configuration over this way).
+            return cls(_build_sources=((_MappingSource(cls, env),), {}))
         except ValidationError as error:
             raise ConfigError(describe(error)) from None
 
@@ -290,6 +291,18 @@ class Settings(BaseSettings):
                 yield name, hide_password(value)
             else:
                 yield name, value
+
+
+class _MappingSource(EnvSettingsSource):
+    """Environment variables from a given mapping instead of the process environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str]) -> None:
+        # Empty means unset, as `env_ignore_empty` has it for the real environment.
+        self._values = {name: value for name, value in values.items() if value and value.strip()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._values
 
 
 def _variable(field: str) -> str:

@@ -42,14 +42,14 @@ TEST_PACE = {
 
 
 def settings_for(api: TelegramStandIn | None, **extra: str) -> Settings:
-    env = {"HOST": "127.0.0.1", "PORT": "0", **TEST_PACE, **extra}
+    env = {"HOST": "127.0.0.1", "PORT": "0", **TEST_PACE}
     if api is not None:
         env |= {
             "TELEGRAM_TOKEN": api.token,
             "TELEGRAM_API_URL": api.url,
             "TELEGRAM_POLL_TIMEOUT": "1",
         }
-    return Settings.from_env(env)
+    return Settings.from_env(env | extra)
 
 
 @asynccontextmanager
