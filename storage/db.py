@@ -111,6 +111,21 @@ def is_outage(error: BaseException | None) -> bool:
     return False
 
 
+def _no_answer(error: BaseException | None) -> bool:
+    """A new connection refused or timed out, or a statement with no answer in time: the
+    database is out of reach now. (A pooled connection found closed is not: it may have
+    died in an outage that is over, and the next attempt opens a fresh one.)"""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError | TimeoutError):
+            return True
+        if type(error).__name__ in ("CannotConnectNowError", "TooManyConnectionsError"):
+            return True
+        error = error.__cause__
+        seen += 1
+    return False
+
+
 class Availability:
     """Whether the database answered last time; one log line when that changes.
 
@@ -242,14 +257,12 @@ class Database:
         event.listen(sync, "after_cursor_execute", self._on_answer)
 
     def _on_error(self, context: ExceptionContext) -> None:
-        """A timeout or a broken socket: discard the connection and note the outage."""
+        """A timeout or a broken socket: discard the connection (the caller notes it)."""
         error = context.original_exception
         if not context.is_disconnect and is_unavailable(error) and not self.is_sqlite:
             # asyncpg's command_timeout and socket errors leave the connection unusable;
             # marking them a disconnect makes SQLAlchemy drop it rather than pool it.
             context.is_disconnect = True
-        if context.is_disconnect or is_unavailable(error):
-            self.availability.failed(error)
 
     def _on_answer(self, *_args: Any) -> None:
         if self.availability.down_since is not None:
@@ -269,7 +282,8 @@ class Database:
         """Whether `error` means the database is unavailable; if so the outage is noted
         (and logged, once). Loops and handlers that get True stay quiet about it."""
         if is_unavailable(error):
-            self.availability.failed(error)
+            if _no_answer(error):
+                self.availability.failed(error)
             with contextlib.suppress(AttributeError, TypeError):
                 error.database_outage = True  # type: ignore[union-attr]
             return True

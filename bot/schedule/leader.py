@@ -21,7 +21,7 @@ from sqlalchemy import BigInteger, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.waiting import rest
-from storage.db import Database
+from storage.db import Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Leadership:
         self._conn: AsyncConnection | None = None
         self._holding = False  # the PostgreSQL lock is held on self._conn
         self._complained = False
+        self._connection_lost = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Try for the lock every `retry` seconds; while holding it, check it every `retry`.
@@ -91,8 +92,8 @@ class Leadership:
             while not stop.is_set():
                 if self.is_leader:
                     if not await self._still_held():
-                        # During a database outage the database has said so, once.
-                        level = logging.WARNING if self.db.availability.up else logging.INFO
+                        # A connection lost in an outage is said once, by the database.
+                        level = logging.INFO if self._connection_lost else logging.WARNING
                         log.log(level, "lost the scheduler lock: stepping down")
                         await self._step_down()
                         await self._release()
@@ -157,7 +158,10 @@ class Leadership:
         try:
             await self._scalar(_PING)
         except Exception as error:
-            if not self.db.noticed(error):
+            # A lock connection that died in an outage may be found dead only after it:
+            # that says nothing of the database now, so it is not reported as an outage.
+            self._connection_lost = is_unavailable(error)
+            if not self._connection_lost:
                 log.warning("the scheduler lock connection failed: %r", error)
             return False
         return True
