@@ -70,7 +70,7 @@ def is_transient(error: BaseException) -> bool:
             return True
         if isinstance(current, exc.TimeoutError | exc.DisconnectionError):
             return True  # no connection from the pool in time; a connection went away
-        if isinstance(current, TimeoutError | ConnectionError | _DRIVER_TRANSIENT):
+        if isinstance(current, (TimeoutError, ConnectionError, *_DRIVER_TRANSIENT)):
             return True
         if isinstance(current, sqlite3.OperationalError):
             text = str(current).lower()

@@ -62,7 +62,7 @@ from bot.vocabulary.messages import Reply
 from bot.waiting import rest, unless_stopped
 from storage import queries
 from storage.db import Database
-from storage.failures import describe
+from storage.failures import describe, trace
 from storage.models import OutboxMessage, utcnow
 
 if TYPE_CHECKING:
@@ -375,8 +375,9 @@ class Dispatcher:
             if free >= lane.refill and self._lane_open(lane):
                 try:
                     claimed = await self._claim(lane, free)
-                except Exception:
-                    log.exception("claiming %s rows failed; retrying shortly", lane.name)
+                except Exception as error:
+                    # The class and where, not the text: it lists the chats' platform ids.
+                    log.error("claiming %s rows failed\n%s", lane.name, trace(error))
             for row in claimed:
                 task = asyncio.create_task(self._deliver(row, lane, stop), name=f"outbox {row.id}")
                 in_hand.add(task)
