@@ -46,14 +46,25 @@ import contextlib
 import logging
 import secrets
 import time as monotonic_time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
@@ -214,6 +225,57 @@ class _Lane:
         return 1 if self.urgent else max(1, self.batch // 2)
 
 
+class _GroupCommit:
+    """Records `sent` outcomes together: whoever finds no write under way writes what is
+    waiting, and everything that finishes meanwhile waits for the next write. Alone, a
+    message is recorded at once; in a burst, dozens share one statement and one commit.
+    """
+
+    _MAX = 200  # rows per statement, to keep the IN list and the CASE small
+
+    def __init__(
+        self, write: Callable[[list[tuple[Claimed, str | None]]], Awaitable[set[int]]]
+    ) -> None:
+        self._write = write
+        self._waiting: list[tuple[Claimed, str | None, asyncio.Future[bool]]] = []
+        self._writing = False
+
+    async def record(self, row: Claimed, message_id: str | None) -> bool:
+        """True once the row is recorded as sent; False if its claim no longer held."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, message_id, done))
+        if not self._writing:
+            self._writing = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting[: self._MAX], self._waiting[self._MAX :]
+                    await self._settle(batch)
+            finally:
+                self._writing = False
+                for _row, _id, waiting in self._waiting:  # cancelled mid-way: nobody hangs
+                    if not waiting.done():
+                        waiting.set_exception(RuntimeError("recording stopped"))
+                self._waiting = []
+        return await done
+
+    async def _settle(self, batch: list[tuple[Claimed, str | None, asyncio.Future[bool]]]) -> None:
+        try:
+            marked = await self._write([(row, message_id) for row, message_id, _ in batch])
+        except Exception as error:  # each waiter logs it; the lease brings the rows back
+            for _row, _id, waiting in batch:
+                if not waiting.done():
+                    waiting.set_exception(error)
+            return
+        except BaseException:
+            for _row, _id, waiting in batch:
+                if not waiting.done():
+                    waiting.set_exception(RuntimeError("recording stopped"))
+            raise
+        for row, _id, waiting in batch:
+            if not waiting.done():
+                waiting.set_result(row.id in marked)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -245,6 +307,10 @@ class Dispatcher:
         self.bulk = _Lane(
             "bulk", False, self.policy.bulk_batch, self.policy.bulk_concurrency, self.policy.lease
         )
+        self._sent = _GroupCommit(self._record_sent)
+        # Whether the lane's last claim left due rows behind (behind a row in flight, or
+        # beyond its limit): only then does a finished send make the lane look again at once.
+        self._more = {self.live.name: True, self.bulk.name: True}
         # The claims in hand, per lane: (row id, token) -> monotonic time their lease ends.
         self._leases: dict[str, dict[tuple[int, str], float]] = {
             self.live.name: {},
@@ -257,10 +323,12 @@ class Dispatcher:
         }
         self._quiet = False
 
-    def wake(self) -> None:
-        """Something new is in the outbox: both lanes look now rather than after idle_wait."""
-        for event in self._wakes.values():
-            event.set()
+    def wake(self, *, bulk: bool = True) -> None:
+        """Something new is in the outbox: the lanes look now rather than after idle_wait.
+        `bulk=False` when only replies and notices were queued (saves the bulk lane a look)."""
+        self._wakes[self.live.name].set()
+        if bulk:
+            self._wakes[self.bulk.name].set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run both lanes until `stop`; rows still waiting for a permit then go back."""
@@ -366,7 +434,8 @@ class Dispatcher:
 
         def done(task: asyncio.Task[None]) -> None:
             in_hand.discard(task)
-            wake.set()  # a slot is free, and the next row to that address may be due
+            if self._more[lane.name]:
+                wake.set()  # a slot is free, and the next row to that address may be due
 
         while not stop.is_set():
             wake.clear()
@@ -420,6 +489,7 @@ class Dispatcher:
                     .limit(limit * _LOOK_AHEAD)
                 )
             ).all()
+            self._more[lane.name] = len(candidates) == limit * _LOOK_AHEAD
             if not candidates:
                 return []
             chats = {(channel, address) for _id, channel, address in candidates}
@@ -438,6 +508,8 @@ class Dispatcher:
             # A later message to a chat waits until the earlier one is out, so one
             # resident's replies arrive in the order they were written.
             first_in_chat = [id_ for id_, ch, addr in candidates if heads.get((ch, addr)) == id_]
+            if len(first_in_chat) < len(candidates):
+                self._more[lane.name] = True  # due rows wait behind rows in flight
             if not first_in_chat:
                 return []
             free = (
@@ -595,14 +667,50 @@ class Dispatcher:
     async def _finish(
         self, row: Claimed, *, status: str, message_id: str | None = None, error: str | None = None
     ) -> None:
+        if status == "sent":
+            if not await self._sent.record(row, message_id):
+                log.info("outbox %s: sent, not recorded: cancelled or taken over", row.id)
+            return
         await self._outcome(
-            row,
-            status,
-            status=status,
-            sent_at=self.clock() if status == "sent" else None,
-            platform_message_id=message_id,
-            last_error=error[:2000] if error else None,
+            row, status, status=status, sent_at=None, last_error=error[:2000] if error else None
         )
+
+    async def _record_sent(self, sent: list[tuple[Claimed, str | None]]) -> set[int]:
+        """Mark these rows sent in one statement (each under its claim); the ids it marked."""
+        now = self.clock()
+        ids = case(
+            *((_OUTBOX.c.id == row.id, literal(sent_id, String(64))) for row, sent_id in sent),
+            else_=_OUTBOX.c.platform_message_id,
+        )
+        result = await self._rows(
+            update(_OUTBOX)
+            .where(
+                tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_([(r.id, r.token) for r, _ in sent]),
+                _OUTBOX.c.status == "sending",
+            )
+            .values(
+                status="sent",
+                sent_at=now,
+                platform_message_id=ids,
+                claimed_until=None,
+                claim_token=None,
+                last_error=None,
+            )
+            .returning(_OUTBOX.c.id)
+        )
+        return {id_ for (id_,) in result}
+
+    async def _rows(self, statement: Any) -> list[Any]:
+        """Run one statement that returns rows, retrying briefly if the database is busy."""
+        for attempt in range(_WRITE_TRIES):
+            try:
+                async with self.db.transaction() as session:
+                    return list((await session.execute(statement)).all())
+            except OperationalError:
+                if attempt == _WRITE_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        return []
 
     async def _reschedule(
         self, row: Claimed, after: float, error: str, count_attempt: bool
