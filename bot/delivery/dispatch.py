@@ -565,8 +565,8 @@ class Dispatcher:
     async def _permit(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None) -> bool:
         """Wait for the channel's rate limiter; False (row put back) if it took too long.
 
-        A row waits at most half the bulk lease, so claimed rows keep moving; a shutdown
-        returns waiting rows at once.
+        A row waits at most half its lease, so it is never sent after another process
+        could have taken it over; a shutdown returns waiting rows at once.
         """
         limiter = self.limiters.get(row.channel)
         if limiter is None:
