@@ -164,6 +164,11 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_until: Mapped[datetime | None]
+    # The claim that holds a `sending` row; outcomes are written only under it (see
+    # bot/delivery/dispatch.py), so a cancel or a takeover always wins.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    # Parts of a long reply already sent: a retry resumes after them, never repeats one.
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     platform_message_id: Mapped[str | None] = mapped_column(String(64))
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     broadcast_id: Mapped[int | None] = mapped_column(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
@@ -60,24 +60,33 @@ async def anonymise_reports(session: AsyncSession, resident_id: int) -> None:
 
 
 async def forget_messages(session: AsyncSession, resident: Resident) -> None:
-    """What we said to a resident and what they sent may hold personal data: blank it."""
+    """What we said to a resident, what they sent and what went wrong with it may hold
+    personal data: blank it all, errors included, and stop what is still queued for them
+    (a message in flight stays stopped: its outcome is written only under its claim)."""
     for identity in await resident.awaitable_attrs.identities:
+        theirs = or_(
+            OutboxMessage.identity_id == identity.id,
+            (OutboxMessage.channel == identity.channel)
+            & (OutboxMessage.address == identity.address),
+        )
         await session.execute(
             update(OutboxMessage)
-            .where(
-                OutboxMessage.identity_id == identity.id,
-                OutboxMessage.status.not_in(("pending", "sending")),
-            )
-            .values(payload={})
+            .where(theirs, OutboxMessage.status.in_(("pending", "sending", "held", "welcome")))
+            .values(status="cancelled", claim_token=None, claimed_until=None)
+        )
+        await session.execute(
+            update(OutboxMessage).where(theirs).values(payload={}, last_error=None)
+        )
+        sent = (InboxEvent.channel == identity.channel) & (InboxEvent.address == identity.address)
+        await session.execute(
+            update(InboxEvent)
+            .where(sent, InboxEvent.status == "failed")
+            .values(status="erased")  # nothing left to retry
         )
         await session.execute(
             update(InboxEvent)
-            .where(
-                InboxEvent.channel == identity.channel,
-                InboxEvent.address == identity.address,
-                InboxEvent.status != "pending",
-            )
-            .values(payload={})
+            .where(sent, InboxEvent.status != "pending")
+            .values(payload={}, error=None)
         )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from storage.db import Database
-from storage.models import InboxEvent
+from storage.models import InboxEvent, OutboxMessage
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.harness import TOKEN
 
@@ -26,6 +26,7 @@ LOG = Path(os.environ.get("KHMA_CRASH_LOG", os.devnull))
 
 
 async def start_bot(db: Database, api: TelegramStandIn) -> asyncio.subprocess.Process:
+    """`python -m bot run` with the default leases: a restart must not wait them out."""
     env = {
         **os.environ,
         "TELEGRAM_TOKEN": api.token,
@@ -35,7 +36,6 @@ async def start_bot(db: Database, api: TelegramStandIn) -> asyncio.subprocess.Pr
         "HOST": "127.0.0.1",
         "PORT": "0",
         "LOG_LEVEL": "INFO",
-        "DISPATCH_LEASE_SECONDS": "3",
         "TELEGRAM_RATE": "500",
         "TELEGRAM_CHAT_RATE": "50",
     }
@@ -99,3 +99,52 @@ async def test_kill_9_mid_stream_loses_nothing(db) -> None:
         )
         stored = await session.scalar(select(func.count()).select_from(InboxEvent))
     assert (stored, pending) == (len(chats), 0)
+
+
+async def test_live_replies_resume_within_10_s_of_a_restart_after_kill_9(db) -> None:
+    """Replies in flight at a `kill -9` hold nobody's conversation for long after a restart.
+
+    The platform stalls, so the bot is mid-send for every chat when it is killed; those
+    rows stay claimed (`sending`) in the database, and each chat's later replies wait
+    behind them. The restarted bot must answer everyone within 10 s of starting.
+    """
+    chats = list(range(30_000, 30_010))
+    async with TelegramStandIn(token=TOKEN) as api:
+        for chat in chats:
+            api.command_update(chat, "/start", language_code="ka")
+        bot = await start_bot(db, api)
+        try:
+            await wait_until(lambda: {m.chat_id for m in api.sent} >= set(chats))
+            api.stall()
+            for chat in chats:
+                api.command_update(chat, "/menu", language_code="ka")
+            await wait_until(lambda: api.stalled >= len(chats) // 2)
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        finally:
+            if bot.returncode is None:
+                bot.kill()
+                await bot.wait()
+        api.unstall()
+        answered_before = {chat: len(api.sent_to(chat)) for chat in chats}
+        async with db.transaction() as session:
+            in_flight = await session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.status == "sending")
+            )
+        assert in_flight, "the kill left replies claimed mid-send"
+
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        bot = await start_bot(db, api)
+        try:
+            await wait_until(
+                lambda: all(len(api.sent_to(c)) > answered_before[c] for c in chats), timeout=40
+            )
+            gap = loop.time() - restarted
+        finally:
+            bot.terminate()
+            await bot.wait()
+    print(f"\nlive replies resumed {gap:.1f} s after the restart")
+    assert gap < 10, f"replies resumed only {gap:.1f} s after the restart"

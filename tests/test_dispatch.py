@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time as monotonic_time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import Khma
-from bot.channels.base import Transient
+from bot.channels.base import Held, Transient
 from bot.config import Settings
 from bot.delivery.dispatch import (
     BULK_PRIORITY,
@@ -31,6 +31,7 @@ from bot.delivery.dispatch import (
 )
 from bot.delivery.ratelimit import RateLimiter, RateLimitTimeout
 from bot.vocabulary.messages import Reply
+from storage import queries
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
@@ -381,7 +382,7 @@ class StallingChannel:
         self.in_flight = asyncio.Event()
         self.answer = asyncio.Event()
 
-    async def send(self, address: str, reply: Reply) -> str | None:
+    async def send(self, address: str, reply: Reply, **parts: object) -> str | None:
         self.attempts += 1
         self.in_flight.set()
         await self.answer.wait()
@@ -422,3 +423,136 @@ async def test_a_broadcast_cancelled_while_a_message_is_in_flight_is_not_retried
         await running
     assert channel.attempts == 1, "not retried after the cancellation"
     assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
+
+
+class HoldingChannel:
+    """Viber, which answers a message in flight with status 12 (held until the resident
+    writes again) only after the test lets it."""
+
+    name = "viber"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.in_flight = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def send(self, address: str, reply: Reply, **parts: object) -> str | None:
+        if not self.in_flight.is_set():
+            self.in_flight.set()
+            await self.answer.wait()
+            raise Held("viber status 12: too many messages without a reply")
+        self.sent.append(reply.text)
+        return "token"
+
+
+async def test_a_broadcast_cancelled_while_viber_holds_it_is_never_sent(db) -> None:
+    """cancelled → held → sent was possible: the held outcome overwrote the cancel, and the
+    resident's next message released the broadcast staff had stopped."""
+    from bot.delivery.dispatch import Dispatcher
+    from bot.outreach import broadcasts
+    from bot.outreach.audience import Audience
+
+    resident = "pqR3stUvWxYz0123456789=="
+    channel = HoldingChannel()
+    async with db.transaction() as session:
+        broadcast = await broadcasts.create(
+            session, texts={"ka": ANNOUNCEMENT}, audience=Audience(), now=utcnow()
+        )
+        session.add(
+            OutboxMessage(
+                channel="viber",
+                address=resident,
+                kind="broadcast",
+                priority=BULK_PRIORITY,
+                payload=Reply(ANNOUNCEMENT).to_json(),
+                broadcast_id=broadcast.id,
+            )
+        )
+    dispatcher = Dispatcher(db, {"viber": channel}, policy=policy(100, 20))
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.wait_for(channel.in_flight.wait(), 5)
+        async with db.transaction() as session:
+            assert await broadcasts.cancel(session, broadcast.id, utcnow())
+        channel.answer.set()  # Viber: status 12
+        await asyncio.sleep(0.3)  # time enough to record the answer, were it recorded
+        assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
+        async with db.transaction() as session:  # the resident writes again
+            await queries.release_held(session, "viber", resident)
+        dispatcher.wake()
+        await asyncio.sleep(0.3)  # several rounds of the bulk lane
+    finally:
+        stop.set()
+        await running
+    assert channel.sent == [], "a cancelled broadcast never goes out"
+    assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
+
+
+class CancellingChannel:
+    """Sends parts one by one; staff cancel the broadcast after its first part went."""
+
+    name = "telegram"
+
+    def __init__(self, cancel: Callable[[], Awaitable[None]]) -> None:
+        self.cancel = cancel
+        self.sent: list[int] = []
+
+    async def send(
+        self, address: str, reply: Reply, *, first_part: int = 0, part_sent=None
+    ) -> str | None:
+        for index in range(first_part, 3):
+            self.sent.append(index)
+            if index == 0:
+                await self.cancel()
+            if part_sent is not None and index < 2:
+                await part_sent(index + 1)
+        return "3"
+
+
+async def test_a_broadcast_cancelled_between_the_parts_of_a_long_text_stops_there(db) -> None:
+    from bot.delivery.dispatch import Dispatcher
+    from bot.outreach import broadcasts
+    from bot.outreach.audience import Audience
+
+    async with db.transaction() as session:
+        broadcast = await broadcasts.create(
+            session, texts={"ka": ANNOUNCEMENT}, audience=Audience(), now=utcnow()
+        )
+        session.add(
+            OutboxMessage(
+                channel="telegram",
+                address="42000",
+                kind="broadcast",
+                priority=BULK_PRIORITY,
+                payload=Reply(ANNOUNCEMENT).to_json(),
+                broadcast_id=broadcast.id,
+            )
+        )
+
+    async def cancel() -> None:
+        async with db.transaction() as session:
+            await broadcasts.cancel(session, broadcast.id, utcnow())
+
+    channel = CancellingChannel(cancel)
+    dispatcher = Dispatcher(db, {"telegram": channel}, policy=policy(100, 20))
+    await dispatcher.dispatch_once()
+    assert channel.sent == [0], "no part after the cancel"
+    assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
+
+
+async def test_a_long_reply_cut_short_by_flood_control_never_repeats_a_part(db) -> None:
+    """Three parts at Telegram's 4,096-character maximum; Telegram allows one a second, so
+    the second and third parts each meet a 429. Each part arrives once, in order."""
+    parts = ["ა" * 4096, "ბ" * 4096, "გ" * 4096]
+    async with TelegramStandIn(token=TOKEN) as api, paced_khma(db, api, policy(100, 20)) as khma:
+        api.rate_limit(1.0, retry_after=1)
+        await queue_notice(db, 42, "".join(parts))
+        khma.dispatcher.wake()
+        await until(lambda: len(api.sent_to(42)) >= 3 or api.too_many_requests >= 6, 20)
+        await asyncio.sleep(0.5)  # a repeated part would arrive by now
+    assert api.too_many_requests >= 1, "flood control cut the reply short"
+    assert [m.text for m in api.sent_to(42)] == parts
+    async with db.transaction() as session:
+        [row] = (await session.execute(select(OutboxMessage))).scalars()
+    assert (row.status, row.parts_sent) == ("sent", 2)

@@ -7,7 +7,7 @@ means for the outbox row, so no adapter writes retry logic of its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,10 +61,34 @@ class Inbox(Protocol):
     async def delivery_report(self, channel: str, message_id: str, status: str) -> None: ...
 
 
+PartSent = Callable[[int], Awaitable[None]]
+"""Told how many parts of a reply are out, after each part but the last; it may raise to
+stop the rest (the dispatcher does when its claim on the message no longer holds)."""
+
+
 class Channel(Protocol):
     name: str
 
-    async def send(self, address: str, reply: Reply) -> str | None: ...
+    async def send(
+        self, address: str, reply: Reply, *, first_part: int = 0, part_sent: PartSent | None = None
+    ) -> str | None:
+        """Send `reply` from its part `first_part` on (a long text goes as several parts)."""
+        ...
+
+
+async def send_parts(
+    parts: Sequence[Callable[[], Awaitable[str | None]]],
+    first_part: int,
+    part_sent: PartSent | None,
+) -> str | None:
+    """Send the parts of one reply in order, skipping those already out, and report each one,
+    so a failure of a later part never makes an earlier one go again. Returns the last id."""
+    message_id = None
+    for index in range(first_part, len(parts)):
+        message_id = await parts[index]()
+        if part_sent is not None and index < len(parts) - 1:
+            await part_sent(index + 1)
+    return message_id
 
 
 class WebhookChannel(Channel, Protocol):

@@ -16,13 +16,22 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
-from bot.channels.base import Rejected, RetryLater, Transient, Unreachable, WebhookAnswer
+from bot.channels.base import (
+    PartSent,
+    Rejected,
+    RetryLater,
+    Transient,
+    Unreachable,
+    WebhookAnswer,
+    send_parts,
+)
 from bot.config import Settings
 from bot.vocabulary.messages import Inbound, Kind, Reply, split_text
 from bot.waiting import rest, unless_stopped
@@ -101,6 +110,10 @@ def parse_update(update: Update) -> Inbound | None:
             kind=Kind.DOCUMENT, media_id=message.document.file_id, text=caption, **common
         )
     return Inbound(kind=Kind.OTHER, **common)
+
+
+async def _message_id(call: Callable[[], Awaitable[Message]]) -> str:
+    return str((await call()).message_id)
 
 
 def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -243,11 +256,13 @@ class TelegramChannel:
 
     # --- sending --------------------------------------------------------------------
 
-    async def send(self, address: str, reply: Reply) -> str | None:
+    async def send(
+        self, address: str, reply: Reply, *, first_part: int = 0, part_sent: PartSent | None = None
+    ) -> str | None:
         if not self.connected:
             raise RetryLater(NOT_CONNECTED_WAIT)
         try:
-            return await self._send(int(address), reply)
+            return await self._send(int(address), reply, first_part, part_sent)
         except RetryAfter as error:
             after = error.retry_after
             raise RetryLater(
@@ -265,7 +280,9 @@ class TelegramChannel:
         except NetworkError as error:
             raise Transient(str(error)) from error
 
-    async def _send(self, chat_id: int, reply: Reply) -> str | None:
+    async def _send(
+        self, chat_id: int, reply: Reply, first_part: int, part_sent: PartSent | None
+    ) -> str | None:
         markup = _keyboard(reply)
         if reply.edit_message_id:
             result = await self.bot.edit_message_text(
@@ -287,22 +304,29 @@ class TelegramChannel:
                 reply_markup=markup,
             )
             return str(sent.message_id)
+        # The parts of the reply, in order: a picture whose caption cannot hold the text
+        # goes first, then the text in pieces, the keyboard on the last.
+        parts: list[Callable[[], Awaitable[str | None]]] = []
         if reply.photo_id:
             caption = text if len(text) <= CAPTION_LIMIT else None
-            sent = await self.bot.send_photo(
+            photo = partial(
+                self.bot.send_photo,
                 chat_id=chat_id,
                 photo=reply.photo_id,
                 caption=caption,
                 reply_markup=markup if caption is not None else None,
             )
+            parts.append(partial(_message_id, photo))
             if caption is not None:
-                return str(sent.message_id)
+                return await send_parts(parts, first_part, part_sent)
         pieces = split_text(text, TEXT_LIMIT)
-        message_id = None
         for index, piece in enumerate(pieces):
             last = index == len(pieces) - 1
-            sent = await self.bot.send_message(
-                chat_id=chat_id, text=piece, reply_markup=markup if last else None
+            message = partial(
+                self.bot.send_message,
+                chat_id=chat_id,
+                text=piece,
+                reply_markup=markup if last else None,
             )
-            message_id = str(sent.message_id)
-        return message_id
+            parts.append(partial(_message_id, message))
+        return await send_parts(parts, first_part, part_sent)

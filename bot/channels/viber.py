@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,11 +37,13 @@ from viberbot.api.viber_requests import (
 from bot.channels.base import (
     Held,
     Inbox,
+    PartSent,
     Rejected,
     RetryLater,
     Transient,
     Unreachable,
     WebhookAnswer,
+    send_parts,
 )
 from bot.config import Settings
 from bot.vocabulary.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
@@ -394,27 +397,29 @@ class ViberChannel:
                 message.pop("keyboard", None)
         return messages
 
-    async def send(self, address: str, reply: Reply) -> str | None:
+    async def send(
+        self, address: str, reply: Reply, *, first_part: int = 0, part_sent: PartSent | None = None
+    ) -> str | None:
         if reply.edit_message_id:
             return reply.edit_message_id  # Viber has no editing; a tap needs no receipt
         if not self.connected:
             raise RetryLater(NOT_CONNECTED_WAIT)
-        token = None
-        for message in self._messages(reply):
-            answer = await self._call("send_message", {**message, "receiver": address})
-            status = answer.get("status")
-            if status == 0:
-                token = str(answer.get("message_token"))
-                continue
-            description = f"viber status {status}: {answer.get('status_message')}"
-            if status in UNREACHABLE_STATUSES:
-                raise Unreachable(description)
-            if status in HELD_STATUSES:
-                raise Held(description)
-            if status in RETRY_STATUSES:
-                raise Transient(description)
-            raise Rejected(description)
-        return token
+        parts = [partial(self._send_one, address, m) for m in self._messages(reply)]
+        return await send_parts(parts, first_part, part_sent)
+
+    async def _send_one(self, address: str, message: dict[str, Any]) -> str:
+        answer = await self._call("send_message", {**message, "receiver": address})
+        status = answer.get("status")
+        if status == 0:
+            return str(answer.get("message_token"))
+        description = f"viber status {status}: {answer.get('status_message')}"
+        if status in UNREACHABLE_STATUSES:
+            raise Unreachable(description)
+        if status in HELD_STATUSES:
+            raise Held(description)
+        if status in RETRY_STATUSES:
+            raise Transient(description)
+        raise Rejected(description)
 
     async def _call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -11,6 +11,7 @@ import sys
 import uuid
 from typing import TextIO
 
+from bot.channels.base import PartSent
 from bot.config import Settings
 from bot.delivery.dispatch import Dispatcher
 from bot.engine.engine import Engine
@@ -44,7 +45,10 @@ class TerminalChannel:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    async def send(self, address: str, reply: Reply) -> str | None:
+    async def send(
+        self, address: str, reply: Reply, *, first_part: int = 0, part_sent: PartSent | None = None
+    ) -> str | None:
+        """One part: the whole text at once, however long."""
         if reply.edit_message_id:
             return reply.edit_message_id
         lines = ["", "Khma › " + reply.text.replace("\n", "\n       ")]

@@ -11,6 +11,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from bot.cli import inbox
 from bot.cli.outreach import add_parsers
 from bot.cli.outreach import run as run_outreach
 from bot.config import ConfigError, Settings
@@ -119,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--municipality", help="a municipality code such as marneuli")
     export.add_argument("--kind", choices=("need", "dcfta"))
     add_parsers(sub)
+    inbox.add_parser(sub)
     return top
 
 
@@ -167,6 +169,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(_migrate(settings))
     elif command == "export":
         asyncio.run(_export(settings, args))
+    elif command == "inbox":
+        asyncio.run(inbox.run(args, settings))
     elif command in OUTREACH:
         asyncio.run(_check_schema(settings))
         asyncio.run(run_outreach(command, args, settings))

@@ -4,6 +4,23 @@ Rows are claimed (status `sending` with a lease) before they are sent, so a
 second process skips them and a crashed process's rows come back when the lease
 ends: a crash loses nothing and repeats at most the messages in flight.
 
+Each claim carries a token, and every outcome (sent, retry later, put back,
+held, unreachable, a part of a long reply out) is written only where the row is
+still `sending` under that token. A broadcast cancelled while one of its
+messages is in flight therefore stays cancelled, whatever the platform answers,
+and a process whose claim was taken over can no longer record anything.
+
+Leases are short and renewed, rather than instance heartbeats: a lane's lease
+(`DispatchPolicy.live_lease` for replies, `lease` for bulk) is extended every
+third of its length for the rows the process still holds, in one statement, and
+a row is sent only while its lease is known to hold. After a `kill -9` nothing
+renews, so the dead process's replies come back within `live_lease` (4 s) and
+per-chat order stops holding later replies behind them. A second live process on
+PostgreSQL never takes a row whose lease is being renewed, and a process that
+cannot renew (the database is gone) stops sending the rows it can no longer be
+sure of. This needs no table of instances and no start-up step, and a renewal is
+one statement every couple of seconds only while rows are in hand.
+
 Two lanes run side by side so a broadcast never stands between a resident and
 their answer:
 
@@ -25,16 +42,29 @@ the whole channel pauses for that long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time as monotonic_time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from bot.channels.base import Channel, Held, Rejected, RetryLater, Unreachable
@@ -43,6 +73,7 @@ from bot.vocabulary.messages import Reply
 from bot.waiting import rest, unless_stopped
 from storage import queries
 from storage.db import Database, is_outage
+from storage.failures import describe, trace
 from storage.models import OutboxMessage, utcnow
 
 if TYPE_CHECKING:
@@ -54,6 +85,7 @@ __all__ = [
     "NOTICE_PRIORITY",
     "REPLY_PRIORITY",
     "ChannelRate",
+    "ClaimLost",
     "Claimed",
     "DispatchPolicy",
     "Dispatcher",
@@ -69,6 +101,7 @@ NOTICE_PRIORITY = 10
 BULK_PRIORITY = 20
 """Bulk: broadcasts and campaign updates. Every priority from here up goes in the bulk lane."""
 
+_OUTBOX = OutboxMessage.__table__
 _WRITE_TRIES = 3
 # Pace a little under the platform's limit. Our token bucket and the platform's are not
 # one clock: network jitter bunches our evenly spaced messages on arrival, and at exactly
@@ -113,6 +146,7 @@ class DispatchPolicy:
     bulk_batch: int = 20
     bulk_concurrency: int = 8
     lease: timedelta = timedelta(seconds=60)
+    live_lease: timedelta = timedelta(seconds=4)
     max_attempts: int = 8
     first_backoff: float = 1.0
     max_backoff: float = 300.0
@@ -125,6 +159,8 @@ class DispatchPolicy:
         for name in ("batch", "concurrency", "bulk_batch", "bulk_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.lease <= timedelta(0) or self.live_lease <= timedelta(0):
+            raise ValueError("leases must be positive")
         ZoneInfo(self.tz_name)  # an unknown zone fails at start, not at 22:00
 
     @classmethod
@@ -165,6 +201,12 @@ class Claimed:
     payload: dict
     attempts: int
     claimed_at: float = 0.0  # monotonic; how long the row has been in hand
+    token: str = ""  # the claim's token: outcomes are written only under it
+    parts_sent: int = 0  # parts of a long reply already out
+
+
+class ClaimLost(Exception):
+    """The row is no longer ours (cancelled, or another process took it over): stop."""
 
 
 @dataclass(frozen=True)
@@ -175,11 +217,63 @@ class _Lane:
     urgent: bool
     batch: int
     concurrency: int
+    lease: timedelta
 
     @property
     def refill(self) -> int:
         """Claim again once this many slots are free: at once for replies, in chunks for bulk."""
         return 1 if self.urgent else max(1, self.batch // 2)
+
+
+class _GroupCommit:
+    """Records `sent` outcomes together: whoever finds no write under way writes what is
+    waiting, and everything that finishes meanwhile waits for the next write. Alone, a
+    message is recorded at once; in a burst, dozens share one statement and one commit.
+    """
+
+    _MAX = 200  # rows per statement, to keep the IN list and the CASE small
+
+    def __init__(
+        self, write: Callable[[list[tuple[Claimed, str | None]]], Awaitable[set[int]]]
+    ) -> None:
+        self._write = write
+        self._waiting: list[tuple[Claimed, str | None, asyncio.Future[bool]]] = []
+        self._writing = False
+
+    async def record(self, row: Claimed, message_id: str | None) -> bool:
+        """True once the row is recorded as sent; False if its claim no longer held."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, message_id, done))
+        if not self._writing:
+            self._writing = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting[: self._MAX], self._waiting[self._MAX :]
+                    await self._settle(batch)
+            finally:
+                self._writing = False
+                for _row, _id, waiting in self._waiting:  # cancelled mid-way: nobody hangs
+                    if not waiting.done():
+                        waiting.set_exception(RuntimeError("recording stopped"))
+                self._waiting = []
+        return await done
+
+    async def _settle(self, batch: list[tuple[Claimed, str | None, asyncio.Future[bool]]]) -> None:
+        try:
+            marked = await self._write([(row, message_id) for row, message_id, _ in batch])
+        except Exception as error:  # each waiter logs it; the lease brings the rows back
+            for _row, _id, waiting in batch:
+                if not waiting.done():
+                    waiting.set_exception(error)
+            return
+        except BaseException:
+            for _row, _id, waiting in batch:
+                if not waiting.done():
+                    waiting.set_exception(RuntimeError("recording stopped"))
+            raise
+        for row, _id, waiting in batch:
+            if not waiting.done():
+                waiting.set_result(row.id in marked)
 
 
 class Dispatcher:
@@ -208,8 +302,20 @@ class Dispatcher:
                 if name in channels
             }
         self.limiters: dict[str, RateLimiter] = dict(limiters)
-        self.live = _Lane("live", True, self.policy.batch, self.policy.concurrency)
-        self.bulk = _Lane("bulk", False, self.policy.bulk_batch, self.policy.bulk_concurrency)
+        live_lease = min(self.policy.live_lease, self.policy.lease)
+        self.live = _Lane("live", True, self.policy.batch, self.policy.concurrency, live_lease)
+        self.bulk = _Lane(
+            "bulk", False, self.policy.bulk_batch, self.policy.bulk_concurrency, self.policy.lease
+        )
+        self._sent = _GroupCommit(self._record_sent)
+        # Whether the lane's last claim left due rows behind (behind a row in flight, or
+        # beyond its limit): only then does a finished send make the lane look again at once.
+        self._more = {self.live.name: True, self.bulk.name: True}
+        # The claims in hand, per lane: (row id, token) -> monotonic time their lease ends.
+        self._leases: dict[str, dict[tuple[int, str], float]] = {
+            self.live.name: {},
+            self.bulk.name: {},
+        }
         self._wakes = {self.live.name: asyncio.Event(), self.bulk.name: asyncio.Event()}
         self._sends = {
             self.live.name: asyncio.Semaphore(self.live.concurrency),
@@ -217,25 +323,90 @@ class Dispatcher:
         }
         self._quiet = False
 
-    def wake(self) -> None:
-        """Something new is in the outbox: both lanes look now rather than after idle_wait."""
-        for event in self._wakes.values():
-            event.set()
+    def wake(self, *, bulk: bool = True) -> None:
+        """Something new is in the outbox: the lanes look now rather than after idle_wait.
+        `bulk=False` when only replies and notices were queued (saves the bulk lane a look)."""
+        self._wakes[self.live.name].set()
+        if bulk:
+            self._wakes[self.bulk.name].set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run both lanes until `stop`; rows still waiting for a permit then go back."""
-        await asyncio.gather(self._run_lane(self.live, stop), self._run_lane(self.bulk, stop))
+        async with self._renewing():
+            await asyncio.gather(self._run_lane(self.live, stop), self._run_lane(self.bulk, stop))
 
     async def dispatch_once(self) -> int:
         """Claim and send what is due in each lane once (the terminal chat drives it this way)."""
         total = 0
-        for lane in (self.live, self.bulk):
-            if not self._lane_open(lane):
-                continue
-            claimed = await self._claim(lane, lane.batch)
-            await asyncio.gather(*(self._deliver(row, lane) for row in claimed))
-            total += len(claimed)
+        async with self._renewing():
+            for lane in (self.live, self.bulk):
+                if not self._lane_open(lane):
+                    continue
+                claimed = await self._claim(lane, lane.batch)
+                await asyncio.gather(*(self._deliver(row, lane) for row in claimed))
+                total += len(claimed)
         return total
+
+    # --- leases ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self) -> AsyncIterator[None]:
+        """Renew the leases of the rows in hand while the body runs (until they are done)."""
+        done = asyncio.Event()
+        renewals = [asyncio.create_task(self._renew(lane, done)) for lane in (self.live, self.bulk)]
+        try:
+            yield
+        finally:
+            done.set()
+            await asyncio.gather(*renewals, return_exceptions=True)
+
+    async def _renew(self, lane: _Lane, done: asyncio.Event) -> None:
+        """Every third of the lease, extend the lease of every row of the lane still in hand."""
+        interval = lane.lease.total_seconds() / 3
+        never = asyncio.Event()
+        while not done.is_set():
+            await rest(done, never, timeout=interval)
+            held = self._leases[lane.name]
+            if done.is_set() or not held:
+                continue
+            try:
+                await self._extend(lane, list(held))
+            except Exception as error:
+                log.warning("renewing %s claims failed (%s)", lane.name, describe(error))
+
+    async def _extend(self, lane: _Lane, claims: list[tuple[int, str]]) -> None:
+        started = monotonic_time.monotonic()
+        async with self.db.transaction() as session:
+            kept = {
+                (id_, token)
+                for id_, token in await session.execute(
+                    update(_OUTBOX)
+                    .where(
+                        tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_(claims),
+                        _OUTBOX.c.status == "sending",
+                    )
+                    .values(claimed_until=self.clock() + lane.lease)
+                    .returning(_OUTBOX.c.id, _OUTBOX.c.claim_token)
+                )
+            }
+        held = self._leases[lane.name]
+        for claim in claims:
+            if claim not in held:
+                continue  # finished meanwhile
+            if claim in kept:
+                held[claim] = started + lane.lease.total_seconds()
+            else:
+                del held[claim]  # cancelled or taken over: not ours to send any more
+
+    def _holds(self, row: Claimed, lane: _Lane) -> bool:
+        """Whether the row's lease surely holds for a while yet: only then is it sent.
+
+        A third of the lease is kept in reserve for the send itself; renewals run every
+        third, so while they succeed a row in hand always passes.
+        """
+        ends = self._leases[lane.name].get((row.id, row.token))
+        reserve = lane.lease.total_seconds() / 3
+        return ends is not None and monotonic_time.monotonic() < ends - reserve
 
     # --- the lanes ------------------------------------------------------------------
 
@@ -263,7 +434,8 @@ class Dispatcher:
 
         def done(task: asyncio.Task[None]) -> None:
             in_hand.discard(task)
-            wake.set()  # a slot is free, and the next row to that address may be due
+            if self._more[lane.name]:
+                wake.set()  # a slot is free, and the next row to that address may be due
 
         while not stop.is_set():
             wake.clear()
@@ -273,8 +445,9 @@ class Dispatcher:
                 try:
                     claimed = await self._claim(lane, free)
                 except Exception as error:
+                    # The class and where, not the text: it lists the chats' platform ids.
                     if not is_outage(error):  # an outage is logged once, by the database
-                        log.exception("claiming %s rows failed; retrying shortly", lane.name)
+                        log.error("claiming %s rows failed\n%s", lane.name, trace(error))
             for row in claimed:
                 task = asyncio.create_task(self._deliver(row, lane, stop), name=f"outbox {row.id}")
                 in_hand.add(task)
@@ -288,13 +461,16 @@ class Dispatcher:
     async def _claim(self, lane: _Lane, limit: int) -> list[Claimed]:
         """Lease up to `limit` due rows of the lane, each the oldest open one for its chat.
 
-        Three small queries rather than one with a correlated NOT EXISTS: right after a
-        broadcast adds thousands of rows, PostgreSQL's statistics still describe the
-        table before them, and the planner turned that anti-join into a nested loop
-        over every pending row (seconds per claim). Each query here is bounded by a
-        LIMIT or an IN list, whatever the planner believes about the table.
+        Two small queries choose the rows rather than one with a correlated NOT EXISTS:
+        right after a broadcast adds thousands of rows, PostgreSQL's statistics still
+        describe the table before them, and the planner turned that anti-join into a
+        nested loop over every pending row (seconds per claim). Each query here is
+        bounded by a LIMIT or an IN list, whatever the planner believes about the table.
+        One `UPDATE … RETURNING` then claims them all under one new token (rows another
+        process locked are skipped on PostgreSQL).
         """
         now = self.clock()
+        started = monotonic_time.monotonic()
         in_lane = (
             OutboxMessage.priority < BULK_PRIORITY
             if lane.urgent
@@ -304,6 +480,7 @@ class Dispatcher:
             (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
             (OutboxMessage.status == "sending") & (OutboxMessage.claimed_until < now),
         )
+        token = secrets.token_hex(8)
         async with self.db.transaction() as session:
             candidates = (
                 await session.execute(
@@ -313,6 +490,7 @@ class Dispatcher:
                     .limit(limit * _LOOK_AHEAD)
                 )
             ).all()
+            self._more[lane.name] = len(candidates) == limit * _LOOK_AHEAD
             if not candidates:
                 return []
             chats = {(channel, address) for _id, channel, address in candidates}
@@ -331,24 +509,45 @@ class Dispatcher:
             # A later message to a chat waits until the earlier one is out, so one
             # resident's replies arrive in the order they were written.
             first_in_chat = [id_ for id_, ch, addr in candidates if heads.get((ch, addr)) == id_]
+            if len(first_in_chat) < len(candidates):
+                self._more[lane.name] = True  # due rows wait behind rows in flight
             if not first_in_chat:
                 return []
-            rows = list(
-                (
-                    await session.execute(
-                        select(OutboxMessage)
-                        .where(OutboxMessage.id.in_(first_in_chat[:limit]), due)
-                        .order_by(OutboxMessage.priority, OutboxMessage.id)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalars()
+            free = (
+                select(_OUTBOX.c.id)
+                .where(_OUTBOX.c.id.in_(first_in_chat[:limit]), due)
+                .with_for_update(skip_locked=True)
             )
-            for row in rows:
-                row.status = "sending"
-                row.claimed_until = now + self.policy.lease
-                row.attempts += 1
-            at = monotonic_time.monotonic()
-            return [Claimed(r.id, r.channel, r.address, r.payload, r.attempts, at) for r in rows]
+            rows = (
+                await session.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id.in_(free), due)
+                    .values(
+                        status="sending",
+                        claimed_until=now + lane.lease,
+                        claim_token=token,
+                        attempts=_OUTBOX.c.attempts + 1,
+                    )
+                    .returning(
+                        _OUTBOX.c.id,
+                        _OUTBOX.c.channel,
+                        _OUTBOX.c.address,
+                        _OUTBOX.c.payload,
+                        _OUTBOX.c.attempts,
+                        _OUTBOX.c.parts_sent,
+                        _OUTBOX.c.priority,
+                    )
+                )
+            ).all()
+        at = monotonic_time.monotonic()
+        held = self._leases[lane.name]
+        claimed = []
+        for r in sorted(rows, key=lambda r: (r.priority, r.id)):
+            held[(r.id, token)] = started + lane.lease.total_seconds()
+            claimed.append(
+                Claimed(r.id, r.channel, r.address, r.payload, r.attempts, at, token, r.parts_sent)
+            )
+        return claimed
 
     # --- one row --------------------------------------------------------------------
 
@@ -357,11 +556,13 @@ class Dispatcher:
             if not await self._permit(row, lane, stop):
                 return
             async with self._sends[lane.name]:
-                await self._send(row)
+                await self._send(row, lane)
         except Exception as error:
             # Only recording can fail here; the lease brings the row back later.
             if not is_outage(error):  # an outage is logged once, by the database
-                log.exception("outbox %s: could not record the outcome", row.id)
+                log.error("outbox %s: could not record the outcome (%s)", row.id, describe(error))
+        finally:
+            self._leases[lane.name].pop((row.id, row.token), None)
 
     async def _permit(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None) -> bool:
         """Wait for the channel's rate limiter; False (row put back) if it took too long.
@@ -387,10 +588,28 @@ class Dispatcher:
             await self._release(row, after=0.0)
         return finished
 
-    async def _send(self, row: Claimed) -> None:
+    async def _send(self, row: Claimed, lane: _Lane) -> None:
+        if not self._holds(row, lane):
+            log.warning("outbox %s: lease not renewed in time; left for its next claim", row.id)
+            return
         channel = self.channels[row.channel]
+
+        async def part_sent(count: int) -> None:
+            """Record each part of a long reply as it goes; stop if the claim is gone."""
+            if not self._holds(row, lane) or not await self._write(
+                update(_OUTBOX).where(*self._mine(row)).values(parts_sent=count)
+            ):
+                raise ClaimLost(row.id)
+
         try:
-            message_id = await channel.send(row.address, Reply.from_json(row.payload))
+            message_id = await channel.send(
+                row.address,
+                Reply.from_json(row.payload),
+                first_part=row.parts_sent,
+                part_sent=part_sent,
+            )
+        except ClaimLost:
+            log.info("outbox %s: cancelled or taken over while being sent; stopped", row.id)
         except RetryLater as error:
             limiter = self.limiters.get(row.channel)
             if limiter is not None:
@@ -406,73 +625,115 @@ class Dispatcher:
         except Exception as error:
             if row.attempts >= self.policy.max_attempts:
                 log.error("outbox %s failed %d times, giving up", row.id, row.attempts)
-                await self._finish(row, status="failed", error=repr(error))
+                await self._finish(row, status="failed", error=describe(error))
             else:
                 backoff = min(
                     self.policy.first_backoff * 2 ** (row.attempts - 1), self.policy.max_backoff
                 )
-                await self._reschedule(row, backoff, repr(error), count_attempt=True)
+                await self._reschedule(row, backoff, describe(error), count_attempt=True)
         else:
             await self._finish(row, status="sent", message_id=message_id)
 
     # --- recording ------------------------------------------------------------------
 
-    async def _write(self, statement: Any) -> None:
+    @staticmethod
+    def _mine(row: Claimed) -> tuple[ColumnElement[bool], ...]:
+        """The row, while this claim on it still holds."""
+        return (
+            _OUTBOX.c.id == row.id,
+            _OUTBOX.c.claim_token == row.token,
+            _OUTBOX.c.status == "sending",
+        )
+
+    async def _write(self, statement: Any) -> bool:
         """Run one UPDATE, retrying briefly if the database is busy: a sent message that is
-        not recorded as sent would go out again once its lease ends."""
+        not recorded as sent would go out again once its lease ends. False if it changed
+        nothing (the claim no longer held)."""
         for attempt in range(_WRITE_TRIES):
             try:
                 async with self.db.transaction() as session:
-                    await session.execute(statement)
-                return
+                    result = await session.execute(statement)
+                return bool(result.rowcount)
             except OperationalError:
                 if attempt == _WRITE_TRIES - 1:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
+        return False
+
+    async def _outcome(self, row: Claimed, what: str, **values: Any) -> None:
+        """Write an outcome under the row's claim; a cancel or a takeover wins over it."""
+        values.update(claimed_until=None, claim_token=None)
+        if not await self._write(update(_OUTBOX).where(*self._mine(row)).values(**values)):
+            log.info("outbox %s: %s not recorded: cancelled or taken over", row.id, what)
 
     async def _finish(
         self, row: Claimed, *, status: str, message_id: str | None = None, error: str | None = None
     ) -> None:
-        await self._write(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == row.id)
-            .values(
-                status=status,
-                claimed_until=None,
-                sent_at=self.clock() if status == "sent" else None,
-                platform_message_id=message_id,
-                last_error=error,
-            )
+        if status == "sent":
+            if not await self._sent.record(row, message_id):
+                log.info("outbox %s: sent, not recorded: cancelled or taken over", row.id)
+            return
+        await self._outcome(
+            row, status, status=status, sent_at=None, last_error=error[:2000] if error else None
         )
+
+    async def _record_sent(self, sent: list[tuple[Claimed, str | None]]) -> set[int]:
+        """Mark these rows sent in one statement (each under its claim); the ids it marked."""
+        now = self.clock()
+        ids = case(
+            *((_OUTBOX.c.id == row.id, literal(sent_id, String(64))) for row, sent_id in sent),
+            else_=_OUTBOX.c.platform_message_id,
+        )
+        result = await self._rows(
+            update(_OUTBOX)
+            .where(
+                tuple_(_OUTBOX.c.id, _OUTBOX.c.claim_token).in_([(r.id, r.token) for r, _ in sent]),
+                _OUTBOX.c.status == "sending",
+            )
+            .values(
+                status="sent",
+                sent_at=now,
+                platform_message_id=ids,
+                claimed_until=None,
+                claim_token=None,
+                last_error=None,
+            )
+            .returning(_OUTBOX.c.id)
+        )
+        return {id_ for (id_,) in result}
+
+    async def _rows(self, statement: Any) -> list[Any]:
+        """Run one statement that returns rows, retrying briefly if the database is busy."""
+        for attempt in range(_WRITE_TRIES):
+            try:
+                async with self.db.transaction() as session:
+                    return list((await session.execute(statement)).all())
+            except OperationalError:
+                if attempt == _WRITE_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        return []
 
     async def _reschedule(
         self, row: Claimed, after: float, error: str, count_attempt: bool
     ) -> None:
-        attempts = row.attempts if count_attempt else row.attempts - 1
-        await self._write(
-            update(OutboxMessage)
-            # Still ours: a broadcast cancelled while this was in flight stays cancelled.
-            .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
-            .values(
-                status="pending",
-                claimed_until=None,
-                attempts=attempts,
-                next_attempt_at=self.clock() + timedelta(seconds=after),
-                last_error=error[:2000],
-            )
+        await self._outcome(
+            row,
+            "retry",
+            status="pending",
+            attempts=row.attempts if count_attempt else row.attempts - 1,
+            next_attempt_at=self.clock() + timedelta(seconds=after),
+            last_error=error[:2000],
         )
 
     async def _release(self, row: Claimed, *, after: float) -> None:
         """Put back a row that was never sent: not an attempt, and no error to record."""
-        await self._write(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == row.id, OutboxMessage.status == "sending")
-            .values(
-                status="pending",
-                claimed_until=None,
-                attempts=row.attempts - 1,
-                next_attempt_at=self.clock() + timedelta(seconds=after),
-            )
+        await self._outcome(
+            row,
+            "release",
+            status="pending",
+            attempts=row.attempts - 1,
+            next_attempt_at=self.clock() + timedelta(seconds=after),
         )
 
     async def _unreachable(self, row: Claimed, error: str) -> None:
@@ -481,11 +742,16 @@ class Dispatcher:
         async with self.db.transaction() as session:
             await queries.mark_unreachable(session, row.channel, row.address, now)
             await session.execute(
-                update(OutboxMessage)
+                update(_OUTBOX)
                 .where(
-                    OutboxMessage.channel == row.channel,
-                    OutboxMessage.address == row.address,
-                    or_(OutboxMessage.id == row.id, OutboxMessage.status == "pending"),
+                    _OUTBOX.c.channel == row.channel,
+                    _OUTBOX.c.address == row.address,
+                    or_(and_(*self._mine(row)), _OUTBOX.c.status == "pending"),
                 )
-                .values(status="unreachable", claimed_until=None, last_error=error[:2000])
+                .values(
+                    status="unreachable",
+                    claimed_until=None,
+                    claim_token=None,
+                    last_error=error[:2000],
+                )
             )

@@ -30,11 +30,13 @@ from flows.content import Content
 from flows.core import Context
 from storage import queries
 from storage.db import Database, is_outage
+from storage.failures import describe, is_transient, trace
 from storage.models import Identity, InboxEvent, OutboxMessage, Resident, utcnow
 
 log = logging.getLogger(__name__)
 
 WELCOME_WAIT = 5.0
+TRANSIENT_TRIES = 8
 SOMETHING_WENT_WRONG = _(
     "Sorry, something went wrong on our side. Your message is saved and our team will look "
     "at it. Please try again, or send /menu."
@@ -61,6 +63,8 @@ class Engine:
         # One event at a time per process: SQLite has no SKIP LOCKED, and a webhook answer
         # (Viber's welcome) may process events alongside the engine's own loop.
         self._one_at_a_time = asyncio.Lock()
+        # Transient failures per pending event, for the backoff (see `_retry_later`).
+        self._transient: dict[int, int] = {}
 
     # --- receiving -------------------------------------------------------------
 
@@ -141,9 +145,11 @@ class Engine:
         except Exception as error:
             if event_id is None or is_outage(error):
                 raise  # the event stays pending and is processed once the database is back
-            log.exception("inbound event %s could not be processed", event_id)
-            failed = (event_id, f"{type(error).__name__}: {error}")
+            if await self._retry_later(event_id, error):
+                return True
+            failed = (event_id, describe(error))
         else:
+            self._transient.pop(event_id, None)
             # The scheduler reads its plan from the database: wake it only after the commit,
             # or it may look before the new event or broadcast is there and miss it.
             if planned:
@@ -233,6 +239,38 @@ class Engine:
                 )
             )
         return effects.schedule_changed
+
+    async def _retry_later(self, event_id: int, error: Exception) -> bool:
+        """True if the event stays pending for another try after a pause: the error was
+        transient (connection lost, serialization failure, deadlock, timeout) and the event
+        has not met one too often. Otherwise it is logged as failed, and False returned.
+
+        The pause holds this worker only, briefly (backoff from 50 ms, at most 2 s); the
+        count lives in memory, as a restart is itself a fresh start for such errors. Logs
+        carry the error's class and where it was raised, never its text (which can quote
+        the resident or, for a database error, the statement's parameters).
+        """
+        tries = self._transient.get(event_id, 0) + 1
+        if is_transient(error) and tries <= TRANSIENT_TRIES:
+            self._transient[event_id] = tries
+            log.warning(
+                "inbound event %s: %s; trying again (%d of %d)",
+                event_id,
+                describe(error),
+                tries,
+                TRANSIENT_TRIES,
+            )
+            await asyncio.sleep(min(0.05 * 2 ** (tries - 1), 2.0))
+            return True
+        self._transient.pop(event_id, None)
+        log.error(
+            "inbound event %s failed and is kept for staff (python -m bot inbox retry %s):\n%s",
+            event_id,
+            event_id,
+            trace(error),
+        )
+        log.debug("inbound event %s failed", event_id, exc_info=error)
+        return False
 
     async def _record_failure(self, event_id: int, error: str) -> None:
         """Keep the event (marked failed, for staff to see) and tell the resident."""

@@ -113,8 +113,8 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> str
         update(OutboxMessage)
         .where(
             OutboxMessage.broadcast_id == broadcast_id,
-            # "sending" too: a message being sent right now still goes (the dispatcher
-            # then records it as sent), but it is never retried or taken over later.
+            # "sending" too: a message being sent right now may still arrive, but its
+            # outcome is not recorded (its claim no longer holds): never retried or held.
             OutboxMessage.status.in_(("pending", "held", "sending")),
         )
         .values(status="cancelled")

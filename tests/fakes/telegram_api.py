@@ -579,6 +579,8 @@ class TelegramStandIn:
         self._retry_after = 1
         self._tokens = 0.0
         self._tokens_at = 0.0
+        self._stall: asyncio.Event | None = None
+        self.stalled = 0  # message-creating calls that met a stall
 
         self._handlers: dict[str, _Handler] = {
             "getMe": self._get_me,
@@ -784,6 +786,17 @@ class TelegramStandIn:
         self._retry_after = retry_after
         self._tokens = max(1.0, per_second or 0.0)
         self._tokens_at = time.monotonic()
+
+    def stall(self) -> None:
+        """Hold every message-creating call unanswered (a platform stuck behind its proxy)
+        until `unstall`, which answers the held calls 502 and serves later ones again."""
+        if self._stall is None:
+            self._stall = asyncio.Event()
+
+    def unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.set()
+            self._stall = None
 
     def fail_next(self, n: int = 1, status: int = 502) -> None:
         """Make the next ``n`` message-sending calls answer a server error (5xx)."""
@@ -1063,6 +1076,12 @@ class TelegramStandIn:
             if method is None:
                 raise _ApiError(404, "Not Found: method not found")
             self._inject_failures(method, call.params)
+            if self._stall is not None and _creates_message(method):
+                stall = self._stall
+                self.stalled += 1
+                self._activity_pulse.fire()
+                await stall.wait()
+                raise _ApiError(502, "Bad Gateway")
             outcome = await self._handlers[method](call.params)
         except _ApiError as error:
             call.status, call.description = error.status, error.description
