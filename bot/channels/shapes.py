@@ -98,17 +98,20 @@ def required_text(value: object, limit: int, field: str) -> str:
 
 
 def address(value: object, field: str) -> str:
-    """A platform's user or chat id as we store it: never cut (we answer to it), so an id
-    longer than any the platform hands out is not the platform's."""
-    if isinstance(value, bool):
+    """A Viber user id as we store it: never cut (we answer to it), so an id longer than
+    any the platform hands out, or not a string at all, is not the platform's."""
+    if not isinstance(value, str) or not value or not value.isprintable():
         raise Malformed(f"{field} is not an id")
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise Malformed(f"{field} is not an id")
-    if len(value) > LIMITS.address or not value.isprintable():
+    if len(value) > LIMITS.address:
         raise Malformed(f"{field} is too long")
     return value
+
+
+def chat_id(value: object, field: str) -> str:
+    """A Telegram chat id: a signed 64-bit integer (private chats are positive)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise Malformed(f"{field} is not an id")
+    return str(value)
 
 
 def unsigned_id(value: object, field: str) -> str:

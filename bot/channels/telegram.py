@@ -52,7 +52,7 @@ def _private_chat(chat: object) -> str | None:
     """The chat's id as an address if it is a private chat with a resident, else None."""
     if getattr(chat, "type", None) != "private":
         return None
-    return shapes.address(getattr(chat, "id", None), "chat.id")
+    return shapes.chat_id(getattr(chat, "id", None), "chat.id")
 
 
 def _file_id(media: object) -> str:
