@@ -6,6 +6,7 @@ NaN in JSON, which SQLite lets through, so each test runs on both."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -212,8 +213,19 @@ async def test_blocking_in_telegram_marks_the_resident_unreachable_at_once(db) -
                 identity = await session.scalar(select(Identity))
                 return identity.unreachable_at is not None
 
+        async with db.transaction() as session:
+            later = OutboxMessage(
+                channel="telegram",
+                address="708",
+                kind="broadcast",
+                payload={"text": "Tomorrow"},
+                next_attempt_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+            session.add(later)
         member("kicked")
         assert await unreachable()
+        async with db.transaction() as session:
+            assert (await session.get(OutboxMessage, later.id)).status == "unreachable"
         member("member")
         assert not await unreachable()
         assert await failed_events(db) == 0
