@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -291,6 +291,12 @@ class Effects:
         if wait:
             ctx.facts["link_wait"] = wait
             return False
+        await self.session.execute(
+            delete(LinkAttempt).where(
+                LinkAttempt.identity_id == self.identity.id,
+                LinkAttempt.attempted_at <= ctx.now - LINK_ATTEMPT_WINDOW,
+            )
+        )
         self.session.add(LinkAttempt(identity_id=self.identity.id, attempted_at=ctx.now))
         found = await self.session.scalar(
             select(LinkCode)
