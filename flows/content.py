@@ -68,7 +68,10 @@ class Content:
         return None
 
     def nearest(self, latitude: float, longitude: float) -> Municipality | None:
-        """The municipality whose centre is closest, if any is within reach."""
+        """The municipality whose centre is closest, if any is within reach (none for a
+        point that is not on Earth: NaN, ±inf or out of range)."""
+        if not (abs(latitude) <= 90.0 and abs(longitude) <= 180.0):
+            return None
         best = min(
             self.municipalities,
             key=lambda m: _km(latitude, longitude, m.latitude, m.longitude),

@@ -22,6 +22,21 @@ Label = Msg | Mapping[str, str]
 # Where a conversation rests when no step is waiting for an answer.
 IDLE = ""
 
+# Ids in the database are signed 64-bit integers.
+LARGEST_ID = 2**63 - 1
+
+
+def parse_id(text: str | None, largest: int = LARGEST_ID) -> int | None:
+    """A positive number a person typed or a button carried, or None.
+
+    Only ASCII digits: `str.isdigit` also takes "²" and "٣", which `int` then refuses
+    or reads, and a number beyond the database's integers would fail there instead.
+    """
+    if not text or not text.isascii() or not text.isdigit() or len(text) > len(str(largest)):
+        return None
+    number = int(text)
+    return number if 0 < number <= largest else None
+
 
 @dataclass(frozen=True)
 class Choice:

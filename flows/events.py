@@ -6,7 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.vocabulary.i18n import _
-from flows.core import BACK, Attend, Choice, Choose, Context, Do, Flow, LoadEvents, Outcome, say
+from flows.core import (
+    BACK,
+    Attend,
+    Choice,
+    Choose,
+    Context,
+    Do,
+    Flow,
+    LoadEvents,
+    Outcome,
+    parse_id,
+    say,
+)
 
 NONE_UPCOMING = _("There are no upcoming events in your municipality right now.")
 CHOOSE = _("Upcoming events — choose one to see the details:")
@@ -84,7 +96,9 @@ def detail_choices(ctx: Context) -> list[Choice]:
 def decided(ctx: Context, choice: str) -> Outcome | str:
     if choice == "back":
         return "events.choose"
-    event_id = int(ctx.data["event"])
+    event_id = parse_id(str(ctx.data.get("event")))
+    if event_id is None:
+        return "menu.main"
     return Outcome(effects=[Attend(event_id, choice == "come")], goto="events.result")
 
 
@@ -94,9 +108,10 @@ def result(ctx: Context) -> Outcome:
 
 def leave_from_reminder(ctx: Context, event_id: str) -> Outcome:
     """The "cancel my place" button under a reminder, tapped whenever the resident likes."""
-    if not event_id.isdigit():
+    number = parse_id(event_id)
+    if number is None:
         return Outcome(goto="menu.main")
-    return Outcome(effects=[Attend(int(event_id), False)], goto="events.result")
+    return Outcome(effects=[Attend(number, False)], goto="events.result")
 
 
 events = Flow(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.vocabulary.i18n import _
-from flows.core import AnswerFollowup, Context, Do, Flow, Outcome, say
+from flows.core import AnswerFollowup, Context, Do, Flow, Outcome, parse_id, say
 
 THANKS = _("Thank you for telling us about {reference}.")
 REOPENED = _("We have reopened it, and our team will look at it again.")
@@ -11,11 +11,12 @@ REOPENED = _("We have reopened it, and our team will look at it again.")
 
 def answered(ctx: Context, argument: str) -> Outcome:
     """`fu:<answer>:<report id>` from the follow-up question's buttons."""
-    answer, _sep, report_id = argument.partition(":")
-    if not report_id.isdigit():
+    answer, _sep, typed = argument.partition(":")
+    report_id = parse_id(typed)
+    if report_id is None:
         return Outcome(goto="menu.main")
     ctx.facts["followup_answer"] = answer
-    return Outcome(effects=[AnswerFollowup(int(report_id), answer)], goto="followup.thanks")
+    return Outcome(effects=[AnswerFollowup(report_id, answer)], goto="followup.thanks")
 
 
 def thanks(ctx: Context) -> Outcome:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.vocabulary.i18n import _
+from bot.vocabulary.i18n import _, ngettext
 from flows.core import (
     BACK,
     Ask,
@@ -41,6 +41,12 @@ NOT_LINKED = _(
     "This code does not work: it may be mistyped, already used, or older than 10 minutes. "
     "Get a new code in your other app and try again."
 )
+TOO_MANY_CODES = ngettext(
+    "You have typed too many codes. To keep your data safe, please wait {n} minute before "
+    "you try again.",
+    "You have typed too many codes. To keep your data safe, please wait {n} minutes before "
+    "you try again.",
+)
 
 ROUTES = {
     "language": "onboarding.language",
@@ -62,6 +68,9 @@ def code_typed(ctx: Context) -> Outcome:
 
 
 def linked(ctx: Context) -> Outcome:
+    wait = ctx.facts.get("link_wait")
+    if wait:
+        return Outcome(say=[say(ctx.t(TOO_MANY_CODES, n=wait))], goto="menu.main")
     message = LINKED if ctx.facts.get("linked") else NOT_LINKED
     return Outcome(say=[say(ctx.t(message))], goto="menu.main")
 

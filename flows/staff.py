@@ -26,6 +26,7 @@ from flows.core import (
     Flow,
     Outcome,
     StaffAction,
+    parse_id,
     say,
 )
 from flows.mine import STATUS
@@ -99,8 +100,7 @@ def texts(ctx: Context, prefix: str = "text") -> dict[str, str]:
 def typed_number(text: str) -> int | None:
     """A broadcast's or an event's number as staff type it: "12" or "#12" (short enough
     for the database's integers), or None."""
-    digits = text.strip().removeprefix("#").strip()
-    return int(digits) if digits.isdigit() and len(digits) <= 18 else None
+    return parse_id(text.strip().removeprefix("#").strip())
 
 
 def parse_moment(ctx: Context, typed: str) -> datetime | None:

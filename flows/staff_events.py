@@ -32,6 +32,7 @@ from flows.core import (
     Outcome,
     StaffAction,
     button_label,
+    parse_id,
     say,
 )
 from flows.events import DETAILS
@@ -158,8 +159,8 @@ def picked(ctx: Context, choice: str) -> str:
         return "menu.main"
     if choice == "new":
         return FIRST_TITLE
-    ctx.data["event_id"] = int(choice)
-    return "staff_events.load"
+    ctx.data["event_id"] = parse_id(choice)
+    return "staff_events.load" if ctx.data["event_id"] else "menu.main"
 
 
 class PickEvent(Choose):
@@ -223,7 +224,7 @@ def event_places(ctx: Context) -> list[Choice]:
 
 def capacity_typed(ctx: Context) -> Outcome | str:
     typed = (ctx.data.get("capacity") or {}).get("text")
-    if typed is not None and not (typed.isdigit() and 0 < int(typed) <= MOST_PLACES):
+    if typed is not None and parse_id(typed, MOST_PLACES) is None:
         ctx.data.pop("capacity", None)
         return Outcome(say=[say(ctx.t(BAD_CAPACITY))], goto="staff_events.capacity")
     return "staff_events.summary"
@@ -241,7 +242,7 @@ def _new_event(ctx: Context) -> dict[str, Any]:
         "starts_at": ctx.data["starts_at"],
         "place": ctx.data["place"]["text"],
         "municipality": None if place in (None, "all") else place,
-        "capacity": int(capacity) if capacity else None,
+        "capacity": parse_id(capacity, MOST_PLACES) if capacity else None,
     }
 
 

@@ -227,6 +227,20 @@ class LinkCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # The app the code was shown in: it works only when typed in another app.
+    channel: Mapped[str | None] = mapped_column(String(16))
+
+
+class LinkAttempt(Base):
+    """A link code typed by an identity, kept an hour: a few tries an hour, not thousands."""
+
+    __tablename__ = "link_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("identities.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StaffMember(Base):

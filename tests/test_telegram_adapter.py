@@ -240,3 +240,143 @@ def test_long_text_is_split_at_line_breaks_within_the_limit() -> None:
     assert "".join("".join(pieces).split()) == "".join(text.split())
     assert pieces[0].endswith("ა") and pieces[1].startswith("2:"), "cut at a paragraph break"
     assert split_text("short", 4096) == ["short"]
+
+
+def named(first: str, last: str | None = None, language: str | None = "az") -> dict[str, Any]:
+    user = {"id": 4242, "is_bot": False, "first_name": first}
+    if last is not None:
+        user["last_name"] = last
+    if language is not None:
+        user["language_code"] = language
+    return message(text="Salam") | {"message": message(text="Salam")["message"] | {"from": user}}
+
+
+def membership(status: str, chat: dict[str, Any] = CHAT) -> dict[str, Any]:
+    """Telegram's my_chat_member update: the bot's status in a chat changed."""
+    member = {"user": BOT, "status": status}
+    if status == "kicked":
+        member["until_date"] = 0
+    return {
+        "update_id": 900010,
+        "my_chat_member": {
+            "chat": chat,
+            "from": USER,
+            "date": 1767225600,
+            "old_chat_member": {"user": BOT, "status": "member"},
+            "new_chat_member": member,
+        },
+    }
+
+
+def raw(update: dict[str, Any], old: str, new: str) -> bytes:
+    """An update's JSON with one piece of text replaced, for what json.dumps cannot write."""
+    body = json.dumps(update)
+    assert old in body
+    return body.replace(old, new).encode()
+
+
+DEEP = b'{"update_id": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+LONG = "ж" * 64
+
+# Fields bounded where they enter: one row per case; `expected` None means nothing stored.
+BOUNDED_ROWS: list[tuple[str, dict[str, Any] | bytes, int, dict[str, Any] | None]] = [
+    (
+        "names of 64 and 64 characters fit the 128 stored",
+        named(LONG, LONG),
+        200,
+        {"display_name": f"{LONG} {LONG}"[:128], "text": "Salam"},
+    ),
+    (
+        "language code of 40 characters is no hint",
+        named("G", language="a" * 40),
+        200,
+        {"platform_language": None},
+    ),
+    (
+        "language code with a region is kept",
+        named("G", language="pt-br"),
+        200,
+        {"platform_language": "pt-br"},
+    ),
+    ("NUL characters in a text are dropped", message(text="Yo\x00l\x00"), 200, {"text": "Yol"}),
+    (
+        "NUL characters in a caption are dropped",
+        message(photo=PHOTO, caption="\x00Yol"),
+        200,
+        {"kind": Kind.PHOTO, "text": "Yol"},
+    ),
+    ("NUL characters in a name are dropped", named("Gul\x00nar"), 200, {"display_name": "Gulnar"}),
+    (
+        "an infinite latitude is no location",
+        raw(message(location={"latitude": 7.5, "longitude": 44.8}), "7.5", "1e999"),
+        200,
+        {"kind": Kind.OTHER, "latitude": None},
+    ),
+    (
+        "a latitude beyond the pole is no location",
+        message(location={"latitude": 90.5, "longitude": 44.8}),
+        200,
+        {"kind": Kind.OTHER},
+    ),
+    ("blocked in a private chat", membership("kicked"), 200, {"kind": Kind.UNSUBSCRIBED}),
+    ("unblocked in a private chat", membership("member"), 200, {"kind": Kind.SUBSCRIBED}),
+    (
+        "added to a group is nobody's news",
+        membership("member", {"id": -100, "type": "group", "title": "x"}),
+        200,
+        None,
+    ),
+    (
+        "NaN is not JSON",
+        raw(message(location={"latitude": 7.5, "longitude": 1}), "7.5", "NaN"),
+        400,
+        None,
+    ),
+    ("update_id beyond 64 bits", message(text="x") | {"update_id": 2**64}, 400, None),
+    ("update_id negative", message(text="x") | {"update_id": -5}, 400, None),
+    ("text not a string", message(text=5), 400, None),
+    ("chat id not a number", message(text="x", chat={"id": "4242", "type": "private"}), 400, None),
+    ("chat id beyond 64 bits", message(text="x", chat={"id": 2**70, "type": "private"}), 400, None),
+    ("nested deeper than Telegram sends", DEEP, 400, None),
+    (
+        "callback data with NUL characters",
+        {
+            "update_id": 900011,
+            "callback_query": {
+                "id": "78",
+                "from": USER,
+                "chat_instance": "-1",
+                "data": "page:\x002",
+                "message": {"message_id": 10, "date": 1767225600, "chat": CHAT, "from": BOT},
+            },
+        },
+        200,
+        {"kind": Kind.BUTTON, "payload": "page:2"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "update", "status", "expected"), BOUNDED_ROWS, ids=[r[0] for r in BOUNDED_ROWS]
+)
+async def test_fields_are_bounded_where_they_enter(
+    case: str, update: dict | bytes, status: int, expected: dict | None
+) -> None:
+    tg, recorder = channel()
+    body = update if isinstance(update, bytes) else json.dumps(update).encode()
+    answer = await tg.receive_webhook({SECRET_HEADER: "s3cret-token"}, body)
+    assert answer.status == status
+    if expected is None:
+        assert recorder.stored == []
+        return
+    [inbound] = recorder.stored
+    assert inbound.address == "4242"
+    for field, value in expected.items():
+        assert getattr(inbound, field) == value, field
+
+
+async def test_a_non_ascii_secret_is_refused_like_any_wrong_one() -> None:
+    tg, recorder = channel()
+    body = json.dumps(message(text="x")).encode()
+    answer = await tg.receive_webhook({SECRET_HEADER: "sécret-tökén"}, body)
+    assert answer.status == 403 and recorder.stored == []

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -19,6 +20,8 @@ from tests.fakes.viber_api import ViberStandIn
 from tests.harness import ViberUser, quiet, running_khma
 
 USER = "01234567890A="
+# Nested deeper than any callback Viber sends, and deeper than Python's parser recurses.
+DEEP = b'{"event":"message","message_token":1,"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 IMAGE = "https://dl-media.viber.com/1/share/2/long/bots/generic-message/media.jpg"
 
 
@@ -30,6 +33,23 @@ class Row:
     stored: int
     sent: int
     signature: object = ...
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    """A text message callback with some fields replaced (what a forger could sign)."""
+    base = {
+        "event": "message",
+        "timestamp": 1767225600000,
+        "message_token": 5491234567890123456,
+        "sender": {"id": USER, "name": "Nino", "language": "ka", "api_version": 10},
+        "message": {"type": "text", "text": "Salam"},
+    }
+    return {**base, **fields}
+
+
+def overflowing(payload: dict[str, Any]) -> bytes:
+    """Valid JSON whose latitude no float holds: Python reads 1e999 as infinity."""
+    return json.dumps(payload).replace('"lat": 7.0', '"lat": 1e999').encode()
 
 
 ROWS = [
@@ -65,6 +85,26 @@ ROWS = [
         0,
         0,
     ),
+    Row("non-ASCII signature", lambda v: v.text(USER, "Salam"), 403, 0, 0, signature="é" * 64),
+    Row("sender not an object", lambda v: message(sender="not-a-dict"), 400, 0, 0),
+    Row("sender missing", lambda v: {**message(), "sender": None}, 400, 0, 0),
+    Row("sender id not a string", lambda v: message(sender={"id": 7}), 400, 0, 0),
+    Row("sender id of 200 characters", lambda v: message(sender={"id": "A" * 200}), 400, 0, 0),
+    Row("message token of 71 digits", lambda v: message(message_token=10**70), 400, 0, 0),
+    Row("message token beyond 64 bits", lambda v: message(message_token=2**64), 400, 0, 0),
+    Row("message token negative", lambda v: message(message_token=-1), 400, 0, 0),
+    Row("message token a float", lambda v: message(message_token=1.5), 400, 0, 0),
+    Row("text not a string", lambda v: message(message={"type": "text", "text": 5}), 400, 0, 0),
+    Row("message not an object", lambda v: message(message="hi"), 400, 0, 0),
+    Row("user_id not a string", lambda v: {**v.unsubscribed(USER), "user_id": [1]}, 400, 0, 0),
+    Row("nested deeper than Viber sends", lambda v: DEEP, 400, 0, 0),
+    Row("NaN is not JSON", lambda v: b'{"event": "message", "x": NaN}', 400, 0, 0),
+    # What a resident sends that cannot be used is stored and answered, never dropped.
+    Row("NUL characters in a text", lambda v: v.text(USER, "Sa\x00lam\x00"), 200, 1, 1),
+    Row("name of 300 characters", lambda v: v.text(USER, "Salam", name="N" * 300), 200, 1, 1),
+    Row("language of 40 characters", lambda v: v.text(USER, "Salam", language="a" * 40), 200, 1, 1),
+    Row("infinite location", lambda v: overflowing(v.location(USER, 7.0, 44.8)), 200, 1, 1),
+    Row("location beyond the poles", lambda v: v.location(USER, 91.0, 44.8), 200, 1, 1),
     Row(
         "unknown event",
         lambda v: {"event": "client_status", "timestamp": 1, "message_token": 8},
@@ -79,7 +119,11 @@ ROWS = [
 async def test_callback(db, row: Row) -> None:
     async with ViberStandIn() as viber, running_khma(db, viber=viber) as khma:
         url = f"http://127.0.0.1:{khma.port}/webhooks/viber"
-        status, body = await viber.post_callback(url, row.payload(viber), signature=row.signature)
+        payload = row.payload(viber)
+        if isinstance(payload, bytes):  # sent as it is, signed as Viber would sign it
+            status, body = await post_raw(url, payload, viber.signature(payload))
+        else:
+            status, body = await viber.post_callback(url, payload, signature=row.signature)
         assert status == row.status
         await quiet(db, None)
         async with db.transaction() as session:
@@ -89,6 +133,25 @@ async def test_callback(db, row: Row) -> None:
         if row.case == "conversation started":
             assert body["type"] == "text" and body["keyboard"]["Type"] == "keyboard"
             assert body["sender"]["name"] == "Khma"
+
+
+async def post_raw(url: str, body: bytes, signature: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={"X-Viber-Content-Signature": signature}) as answer,
+    ):
+        return answer.status, await answer.text()
+
+
+async def test_a_forged_signature_costs_one_log_line_and_no_traceback(db, caplog) -> None:
+    async with ViberStandIn() as viber, running_khma(db, viber=viber) as khma:
+        url = f"http://127.0.0.1:{khma.port}/webhooks/viber"
+        caplog.clear()
+        for signature in ("é" * 64, "ü", "\u0434" * 64):
+            status, _ = await viber.post_callback(url, viber.text(USER, "x"), signature=signature)
+            assert status == 403
+        refused = [r for r in caplog.records if r.name.startswith(("bot", "aiohttp"))]
+        assert len(refused) == 3 and not any(r.exc_info for r in refused)
 
 
 async def test_a_callback_seen_twice_is_processed_once(db) -> None:

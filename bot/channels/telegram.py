@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
+from bot.channels import shapes
 from bot.channels.base import (
     PartSent,
     Rejected,
@@ -33,7 +33,7 @@ from bot.channels.base import (
     send_parts,
 )
 from bot.config import Settings
-from bot.vocabulary.messages import Inbound, Kind, Reply, split_text
+from bot.vocabulary.messages import LIMITS, Inbound, Kind, Reply, split_text
 from bot.waiting import rest, unless_stopped
 from storage.db import is_outage
 
@@ -52,68 +52,123 @@ Accept = Callable[[Inbound], Awaitable[bool]]
 
 
 def _name(user: object) -> str | None:
-    first = getattr(user, "first_name", None) or ""
-    last = getattr(user, "last_name", None) or ""
-    return (f"{first} {last}".strip() or None) if user else None
+    if user is None:
+        return None
+    return shapes.name(getattr(user, "first_name", None), getattr(user, "last_name", None))
+
+
+def _language(user: object) -> str | None:
+    return shapes.language(getattr(user, "language_code", None)) if user else None
+
+
+def _private_chat(chat: object) -> str | None:
+    """The chat's id as an address if it is a private chat with a resident, else None."""
+    if getattr(chat, "type", None) != "private":
+        return None
+    return shapes.chat_id(getattr(chat, "id", None), "chat.id")
+
+
+def _file_id(media: object) -> str:
+    return shapes.required_text(getattr(media, "file_id", None), LIMITS.media_id, "file_id")
 
 
 def parse_update(update: Update) -> Inbound | None:
-    """One Telegram update as an `Inbound`, or None for what residents did not send."""
-    external_id = str(update.update_id)
+    """One Telegram update as an `Inbound`, or None for what residents did not send.
+
+    Every field is checked and bounded here (`shapes`): python-telegram-bot builds its
+    objects without checking types, so a forged update could carry anything. Raises
+    `shapes.Malformed` for what is not Telegram's shape.
+    """
+    try:
+        return _parse_update(update)
+    except shapes.Malformed:
+        raise
+    except shapes.MALFORMED_TYPES as error:
+        raise shapes.Malformed(f"update: {type(error).__name__}") from None
+
+
+def _parse_update(update: Update) -> Inbound | None:
+    external_id = shapes.unsigned_id(update.update_id, "update_id")
+    if update.my_chat_member is not None:
+        return _membership(update, external_id)
     if update.callback_query is not None:
         query = update.callback_query
         message = query.message
-        if message is None or message.chat.type != "private":
+        address = _private_chat(message.chat) if message is not None else None
+        if message is None or address is None:
             return None
+        origin = getattr(message, "text", None)
         return Inbound(
             channel=NAME,
-            address=str(message.chat.id),
+            address=address,
             external_id=external_id,
             kind=Kind.BUTTON,
-            payload=query.data,
+            payload=shapes.text(query.data, LIMITS.payload, "callback_query.data"),
             display_name=_name(query.from_user),
-            platform_language=query.from_user.language_code,
-            origin_message_id=str(message.message_id),
-            origin_text=getattr(message, "text", None),
+            platform_language=_language(query.from_user),
+            origin_message_id=shapes.unsigned_id(message.message_id, "message_id"),
+            origin_text=shapes.text(origin, LIMITS.text, "message.text"),
         )
     message = update.message
-    if message is None or message.chat.type != "private":
+    if message is None:
+        return None
+    address = _private_chat(message.chat)
+    if address is None:
         return None
     user = message.from_user
     common = {
         "channel": NAME,
-        "address": str(message.chat.id),
+        "address": address,
         "external_id": external_id,
         "display_name": _name(user),
-        "platform_language": user.language_code if user else None,
+        "platform_language": _language(user),
     }
     if message.text is not None:
-        return Inbound(kind=Kind.TEXT, text=message.text, **common)
-    caption = message.caption
+        text = shapes.text(message.text, LIMITS.text, "text")
+        return Inbound(kind=Kind.TEXT, text=text, **common)
+    caption = shapes.text(message.caption, LIMITS.text, "caption")
     if message.photo:
-        return Inbound(kind=Kind.PHOTO, media_id=message.photo[-1].file_id, text=caption, **common)
+        photo = _file_id(message.photo[-1])
+        return Inbound(kind=Kind.PHOTO, media_id=photo, text=caption, **common)
     if message.voice or message.audio:
         media = message.voice or message.audio
-        return Inbound(kind=Kind.VOICE, media_id=media.file_id, text=caption, **common)
+        return Inbound(kind=Kind.VOICE, media_id=_file_id(media), text=caption, **common)
     if message.video or message.video_note:
         media = message.video or message.video_note
-        return Inbound(kind=Kind.VIDEO, media_id=media.file_id, text=caption, **common)
+        return Inbound(kind=Kind.VIDEO, media_id=_file_id(media), text=caption, **common)
     if message.sticker:
         return Inbound(kind=Kind.STICKER, **common)
     if message.location:
         loc = message.location
-        return Inbound(kind=Kind.LOCATION, latitude=loc.latitude, longitude=loc.longitude, **common)
+        point = shapes.coordinates(loc.latitude, loc.longitude)
+        if point is None:  # no place on Earth: the flow says it cannot use this
+            return Inbound(kind=Kind.OTHER, **common)
+        return Inbound(kind=Kind.LOCATION, latitude=point[0], longitude=point[1], **common)
     if message.contact:
         return Inbound(kind=Kind.CONTACT, **common)
     if message.document:
         return Inbound(
-            kind=Kind.DOCUMENT, media_id=message.document.file_id, text=caption, **common
+            kind=Kind.DOCUMENT, media_id=_file_id(message.document), text=caption, **common
         )
     return Inbound(kind=Kind.OTHER, **common)
 
 
 async def _message_id(call: Callable[[], Awaitable[Message]]) -> str:
     return str((await call()).message_id)
+
+
+# A private chat's member status for the bot: "kicked" when the resident blocked it.
+MEMBERSHIP = {"kicked": Kind.UNSUBSCRIBED, "member": Kind.SUBSCRIBED}
+
+
+def _membership(update: Update, external_id: str) -> Inbound | None:
+    """Blocked or unblocked in a private chat: who can be reached, at once."""
+    change = update.my_chat_member
+    address = _private_chat(change.chat)
+    kind = MEMBERSHIP.get(getattr(change.new_chat_member, "status", None))
+    if address is None or kind is None:
+        return None
+    return Inbound(channel=NAME, address=address, external_id=external_id, kind=kind)
 
 
 def _keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -186,8 +241,19 @@ class TelegramChannel:
     # --- receiving -----------------------------------------------------------------
 
     async def store(self, update: Update) -> None:
-        """Store one update durably (raises if that failed) and acknowledge a tap."""
-        inbound = parse_update(update)
+        """Store one update durably (raises if that failed) and acknowledge a tap.
+
+        An update that is not Telegram's shape is skipped (logged without its content):
+        polling must move past it, and a webhook answers 400 before it gets here.
+        """
+        try:
+            inbound = parse_update(update)
+        except shapes.Malformed as error:
+            log.warning("telegram update %s skipped: %s", update.update_id, error)
+            return
+        await self._accept(update, inbound)
+
+    async def _accept(self, update: Update, inbound: Inbound | None) -> None:
         if inbound is None:
             return
         await self.accept(inbound)
@@ -234,20 +300,21 @@ class TelegramChannel:
 
     async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
         """A webhook request: check the secret, store the update, then answer."""
-        given = headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), self.webhook_secret.encode()):
+        given = shapes.header_bytes(headers.get(SECRET_HEADER, ""))
+        if not hmac.compare_digest(given, self.webhook_secret.encode()):
             log.warning("telegram webhook call with a missing or wrong secret token refused")
             return WebhookAnswer(403, "forbidden")
         try:
-            data = json.loads(body)
+            data = shapes.load_object(body)
             update = Update.de_json(data, self.bot)
+            if update is None:
+                raise shapes.Malformed("no update")
+            inbound = parse_update(update)
         except Exception as error:  # python-telegram-bot raises many kinds on bad shapes
             log.warning("malformed telegram webhook body: %s", type(error).__name__)
             return WebhookAnswer(400, "malformed update")
-        if update is None:
-            return WebhookAnswer(400, "malformed update")
         try:
-            await self.store(update)
+            await self._accept(update, inbound)
         except Exception as error:
             if not is_outage(error):  # an outage is logged once, by the database
                 log.exception("could not store a telegram update; telegram will retry")

@@ -24,16 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from viberbot.api.messages import FileMessage, PictureMessage, TextMessage
 from viberbot.api.viber_requests import (
-    ViberConversationStartedRequest,
     ViberDeliveredRequest,
     ViberFailedRequest,
-    ViberMessageRequest,
     ViberSeenRequest,
-    ViberSubscribedRequest,
-    ViberUnsubscribedRequest,
     create_request,
 )
 
+from bot.channels import shapes
 from bot.channels.base import (
     Held,
     Inbox,
@@ -46,7 +43,15 @@ from bot.channels.base import (
     send_parts,
 )
 from bot.config import Settings
-from bot.vocabulary.messages import FILE_LIMIT, Button, Inbound, Kind, Reply, split_text
+from bot.vocabulary.messages import (
+    FILE_LIMIT,
+    LIMITS,
+    Button,
+    Inbound,
+    Kind,
+    Reply,
+    split_text,
+)
 from bot.web.export_links import display_name, link
 from storage.db import is_outage
 
@@ -78,6 +83,8 @@ EVENTS = (
     "seen",
     "failed",
 )
+# Events that carry something a resident did; the others are delivery reports.
+RESIDENT_EVENTS = ("conversation_started", "subscribed", "unsubscribed", "message")
 MESSAGE_KINDS = {
     "picture": Kind.PHOTO,
     "video": Kind.VIDEO,
@@ -159,63 +166,64 @@ def keyboard(reply: Reply, rows: int = PAGE_ROWS) -> dict[str, Any] | None:
     }
 
 
+def _user(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A user profile (`sender` or `user`) as the Inbound fields it gives."""
+    user = shapes.mapping(data.get(key), key)
+    return {
+        "address": shapes.address(user.get("id"), f"{key}.id"),
+        "display_name": shapes.name(shapes.text(user.get("name"), LIMITS.text, f"{key}.name")),
+        "platform_language": shapes.language(user.get("language")),
+    }
+
+
 def parse_event(data: dict[str, Any]) -> Inbound | None:
-    """One callback as an `Inbound`; None for events that carry no resident input."""
-    request = create_request(data)
-    token = str(data["message_token"]) if "message_token" in data else None
-    if isinstance(request, ViberConversationStartedRequest):
-        user = request.user
+    """One callback as an `Inbound`; None for events that carry no resident input.
+
+    Every field is checked and bounded here (`shapes`): viberbot reads whatever it is
+    given, so `"sender": "not-a-dict"` would otherwise become a resident without an
+    address. Raises `shapes.Malformed` for what is not Viber's shape.
+    """
+    event = data.get("event")
+    if event not in RESIDENT_EVENTS:
+        return None
+    token = shapes.unsigned_id(data.get("message_token"), "message_token")
+    if event == "unsubscribed":
+        address = shapes.address(data.get("user_id"), "user_id")
+        return Inbound(NAME, address, token, Kind.UNSUBSCRIBED)
+    if event == "conversation_started":
+        context = shapes.text(data.get("context"), LIMITS.payload, "context")
         return Inbound(
-            NAME,
-            user.id,
-            token or "",
-            Kind.START,
-            payload=request.context or None,
-            display_name=user.name,
-            platform_language=user.language,
+            channel=NAME,
+            external_id=token,
+            kind=Kind.START,
+            payload=context or None,
+            **_user(data, "user"),
         )
-    if isinstance(request, ViberSubscribedRequest):
-        user = request.user
-        return Inbound(
-            NAME,
-            user.id,
-            token or "",
-            Kind.SUBSCRIBED,
-            display_name=user.name,
-            platform_language=user.language,
-        )
-    if isinstance(request, ViberUnsubscribedRequest):
-        return Inbound(NAME, request.user_id, token or "", Kind.UNSUBSCRIBED)
-    if isinstance(request, ViberMessageRequest):
-        sender, message = request.sender, request.message
-        common = {
-            "channel": NAME,
-            "address": sender.id,
-            "external_id": token or "",
-            "display_name": sender.name,
-            "platform_language": sender.language,
-        }
-        kind_name = data["message"]["type"]
-        if kind_name == "text":
-            text = message.text or ""
-            if text.startswith(BUTTON_PREFIX):
-                return Inbound(kind=Kind.BUTTON, payload=text[len(BUTTON_PREFIX) :], **common)
-            return Inbound(kind=Kind.TEXT, text=text, **common)
-        if kind_name == "url":
-            return Inbound(kind=Kind.TEXT, text=message.media, **common)
-        kind = MESSAGE_KINDS.get(kind_name, Kind.OTHER)
-        if kind is Kind.LOCATION:
-            location = data["message"]["location"]
-            return Inbound(
-                kind=kind,
-                latitude=float(location["lat"]),
-                longitude=float(location["lon"]),
-                **common,
-            )
-        media = data["message"].get("media")
-        caption = data["message"].get("text")
-        return Inbound(kind=kind, media_id=media, text=caption, **common)
-    return None
+    if event == "subscribed":
+        return Inbound(channel=NAME, external_id=token, kind=Kind.SUBSCRIBED, **_user(data, "user"))
+    common = {"channel": NAME, "external_id": token, **_user(data, "sender")}
+    message = shapes.mapping(data.get("message"), "message")
+    kind_name = message.get("type")
+    if not isinstance(kind_name, str):
+        raise shapes.Malformed("message.type is missing")
+    text = shapes.text(message.get("text"), LIMITS.text, "message.text")
+    media = shapes.text(message.get("media"), LIMITS.media_id, "message.media")
+    if kind_name == "text":
+        text = text or ""
+        if text.startswith(BUTTON_PREFIX):
+            payload = text[len(BUTTON_PREFIX) :][: LIMITS.payload]
+            return Inbound(kind=Kind.BUTTON, payload=payload, **common)
+        return Inbound(kind=Kind.TEXT, text=text, **common)
+    if kind_name == "url":
+        return Inbound(kind=Kind.TEXT, text=media or "", **common)
+    kind = MESSAGE_KINDS.get(kind_name, Kind.OTHER)
+    if kind is Kind.LOCATION:
+        location = shapes.mapping(message.get("location"), "message.location")
+        point = shapes.coordinates(location.get("lat"), location.get("lon"))
+        if point is None:  # no place on Earth: the flow says it cannot use this
+            return Inbound(kind=Kind.OTHER, **common)
+        return Inbound(kind=kind, latitude=point[0], longitude=point[1], **common)
+    return Inbound(kind=kind, media_id=media, text=text, **common)
 
 
 DELIVERY_EVENTS = (ViberDeliveredRequest, ViberSeenRequest, ViberFailedRequest)
@@ -302,30 +310,34 @@ class ViberChannel:
     # --- receiving ------------------------------------------------------------------
 
     async def receive_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
-        given = headers.get(SIGNATURE_HEADER, "")
-        if not given or not hmac.compare_digest(given.lower(), signature(self.token, body)):
+        given = shapes.header_bytes(headers.get(SIGNATURE_HEADER, "")).lower()
+        expected = signature(self.token, body).encode()
+        if not given or not hmac.compare_digest(given, expected):
             log.warning("viber callback with a missing or wrong signature refused")
             return WebhookAnswer(403, "bad signature")
         try:
-            data = json.loads(body)
-        except ValueError:
+            data = shapes.load_object(body)
+        except shapes.Malformed:
             return WebhookAnswer(400, "malformed json")
-        if not isinstance(data, dict) or data.get("event") not in EVENTS:
+        if data.get("event") not in EVENTS:
             return WebhookAnswer(400, "unknown event")
         if data["event"] == "webhook":
             return WebhookAnswer(200, "ok")
         try:
+            # viberbot's parsing first: it knows Viber's message types and refuses others.
             request = create_request(data)
-            inbound = None if isinstance(request, DELIVERY_EVENTS) else parse_event(data)
+            if isinstance(request, DELIVERY_EVENTS):
+                token = shapes.unsigned_id(data.get("message_token"), "message_token")
+                inbound = None
+            else:
+                inbound = parse_event(data)
         except Exception as error:  # viberbot raises bare Exception and KeyError alike
             log.warning("malformed viber %s callback: %s", data.get("event"), type(error).__name__)
             return WebhookAnswer(400, "malformed event")
         try:
-            if isinstance(request, DELIVERY_EVENTS):
-                await self.inbox.delivery_report(NAME, str(request.message_token), data["event"])
+            if inbound is None:
+                await self.inbox.delivery_report(NAME, token, data["event"])
                 return WebhookAnswer(200, "ok")
-            if inbound is None or not inbound.external_id:
-                return WebhookAnswer(400, "malformed event")
             await self.inbox.accept(inbound)
             if inbound.kind is Kind.START:
                 return WebhookAnswer(200, json=self._welcome(await self.inbox.welcome(inbound)))

@@ -22,13 +22,15 @@ from flows import (
     STAFF_COMMANDS,
     Registry,
 )
-from flows.core import IDLE, Ask, Context, Effect, Outcome
+from flows.core import IDLE, Ask, Context, Effect, Outcome, parse_id
 from flows.menu import UNKNOWN_COMMAND
 
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 12
 PAGE = "page:"
+# No keyboard has more pages than this; a larger number is the last page anyway.
+MAX_PAGE = 1000
 Apply = Callable[[Effect, Context], Awaitable[None]]
 
 
@@ -148,7 +150,7 @@ class Conversation:
         """Another page of a long keyboard (Viber): the same question, other buttons."""
         page = (inbound.payload or "")[len(PAGE) :]
         outcome = self.registry.step(state.step).enter(ctx)
-        number = int(page) if page.isdigit() else 0
+        number = parse_id(page, MAX_PAGE) or 0
         outcome.say = [replace(r, page=number) if r.buttons else r for r in outcome.say]
         return outcome
 

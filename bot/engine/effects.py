@@ -7,11 +7,12 @@ code, the resident's reports) into the turn's `facts`.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -48,10 +49,14 @@ from flows.notices import pick
 from flows.privacy import PersonalData, StoredReport
 from storage import queries
 from storage.db import Database
-from storage.models import Identity, LinkCode, Report, Resident, Rsvp
+from storage.models import Identity, LinkAttempt, LinkCode, Report, Resident, Rsvp
 
 REFERENCE_PREFIX = {"need": "KV", "dcfta": "DQ"}
 LINK_CODE_LIFETIME = timedelta(minutes=10)
+# Codes an identity may type per window: a person mistypes once or twice; someone
+# guessing at a million codes gets nowhere.
+LINK_ATTEMPTS = 5
+LINK_ATTEMPT_WINDOW = timedelta(hours=1)
 
 
 def profile_of(resident: Resident, identity: Identity, staff_role: str | None = None) -> Profile:
@@ -251,17 +256,56 @@ class Effects:
             LinkCode(
                 code=code,
                 resident_id=self.identity.resident_id,
+                channel=self.identity.channel,
                 created_at=ctx.now,
                 expires_at=ctx.now + LINK_CODE_LIFETIME,
             )
         )
         return code
 
+    async def _link_wait(self, ctx: Context) -> int:
+        """Minutes until this identity may type another code; 0 when it may now."""
+        since = ctx.now - LINK_ATTEMPT_WINDOW
+        tries, oldest = (
+            await self.session.execute(
+                select(func.count(), func.min(LinkAttempt.attempted_at)).where(
+                    LinkAttempt.identity_id == self.identity.id,
+                    LinkAttempt.attempted_at > since,
+                )
+            )
+        ).one()
+        if tries < LINK_ATTEMPTS or oldest is None:
+            return 0
+        if oldest.tzinfo is None:  # SQLite hands back naive UTC from an aggregate
+            oldest = oldest.replace(tzinfo=UTC)
+        seconds = (oldest + LINK_ATTEMPT_WINDOW - ctx.now).total_seconds()
+        return max(1, math.ceil(seconds / 60))
+
     async def _link(self, code: str, ctx: Context) -> bool:
-        """This app joins the resident who showed the code; their profile wins."""
+        """This app joins the resident who showed the code in another app; their profile wins.
+
+        A few attempts per identity an hour; past them `facts["link_wait"]` holds the
+        minutes until the next try, and no code is looked at.
+        """
+        wait = await self._link_wait(ctx)
+        if wait:
+            ctx.facts["link_wait"] = wait
+            return False
+        await self.session.execute(
+            delete(LinkAttempt).where(
+                LinkAttempt.identity_id == self.identity.id,
+                LinkAttempt.attempted_at <= ctx.now - LINK_ATTEMPT_WINDOW,
+            )
+        )
+        self.session.add(LinkAttempt(identity_id=self.identity.id, attempted_at=ctx.now))
         found = await self.session.scalar(
             select(LinkCode)
-            .where(LinkCode.code == code, LinkCode.used_at.is_(None), LinkCode.expires_at > ctx.now)
+            .where(
+                LinkCode.code == code,
+                LinkCode.used_at.is_(None),
+                LinkCode.expires_at > ctx.now,
+                or_(LinkCode.channel.is_(None), LinkCode.channel != self.identity.channel),
+            )
             .with_for_update()
         )
         if found is None or found.resident_id == self.identity.resident_id:

@@ -82,6 +82,12 @@ class Engine:
                     )
                 )
         except IntegrityError:
+            # Only the same channel and external id again is a duplicate; any other
+            # constraint failing is an error the platform must hear about (it retries).
+            async with self.db.transaction() as session:
+                seen = await queries.inbox_status(session, inbound.channel, inbound.external_id)
+            if seen is None:
+                raise
             log.debug("duplicate %s event %s ignored", inbound.channel, inbound.external_id)
             return False
         self.wakeup.set()

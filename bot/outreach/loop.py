@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.delivery.dispatch import NOTICE_PRIORITY
 from bot.outreach.notices import enqueue
 from flows import notices
-from storage.models import FaqEntry, Report, Resident
+from storage.models import FaqEntry, OutboxMessage, Report, Resident
 
 STATUSES = ("received", "in_review", "forwarded", "resolved", "closed")
 FOLLOWUP_ANSWERS = ("yes", "no", "partly")
@@ -125,9 +125,27 @@ async def followups_due(
 async def record_followup(
     session: AsyncSession, report_id: int, resident_id: int, answer_: str, now: datetime
 ) -> str | None:
-    """Store the answer; a "no" reopens the report for staff. Returns the reference."""
+    """Store the answer; a "no" reopens the report for staff. Returns the reference.
+
+    Only the resident's own report, resolved and asked about since (a follow-up
+    question queued after it was resolved, its `dedupe_key` starting `fu:<id>:`), and
+    only once: a typed or forged `fu:no:<id>` must not reopen what staff closed.
+    """
     report = await session.get(Report, report_id, with_for_update=True)
     if report is None or report.resident_id != resident_id or answer_ not in FOLLOWUP_ANSWERS:
+        return None
+    if report.status != "resolved" or report.followup_answer is not None:
+        return None
+    asked = await session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.kind == "followup",
+            OutboxMessage.dedupe_key.startswith(f"fu:{report.id}:", autoescape=True),
+            OutboxMessage.created_at >= report.resolved_at,
+        )
+        .limit(1)
+    )
+    if asked is None:
         return None
     report.followup_answer = answer_
     report.updated_at = now

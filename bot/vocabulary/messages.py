@@ -36,6 +36,27 @@ FILE_LIMIT = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The longest each `Inbound` field may be, in characters: what storage holds on both
+    databases (storage/models.py sizes its columns to at least these; a test checks). The
+    adapters cut names, language hints and texts to them and refuse longer ids."""
+
+    address: int = 64
+    external_id: int = 64
+    # Telegram's first and last names (64 characters each) cut by one: the staff name on a
+    # broadcast and a report's shared name hold 128 as well.
+    display_name: int = 128
+    platform_language: int = 16
+    # Telegram texts are at most 4096 characters, Viber's about 7000.
+    text: int = 8192
+    payload: int = 256
+    media_id: int = 2048
+
+
+LIMITS = Limits()
+
+
+@dataclass(frozen=True)
 class Inbound:
     """One thing a resident did, whichever app they did it in."""
 
