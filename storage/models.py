@@ -254,6 +254,10 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # Queuing a broadcast goes in short transactions, one range of resident ids at a
+    # time: how far it got (the last resident id covered), and when it covered them all.
+    queued_through: Mapped[int | None] = mapped_column(BigInteger)
+    queued_at: Mapped[datetime | None]
 
 
 class Event(Base):

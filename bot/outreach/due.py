@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from bot.config import Settings
@@ -10,20 +12,53 @@ from storage.db import Database
 
 
 class DueWork:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    """One round of scheduled work, in short transactions.
+
+    Broadcasts are queued a chunk per transaction (`broadcasts.queue_next`), yielding to
+    the event loop in between, so residents' turns go on while 100,000 rows are queued;
+    `notify` (the dispatcher's wake-up) is called after each chunk, so sending starts
+    before the queuing ends.
+    """
+
+    def __init__(
+        self, db: Database, settings: Settings, notify: Callable[[], None] | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.notify = notify or (lambda: None)
 
     async def run(self, now: datetime) -> int:
         s = self.settings
         async with self.db.transaction() as session:
             queued = await broadcasts.start_due(session, now, s.language_fallback, s.tz_name)
+        if queued:
+            self.notify()
+        queued += await self.queue_broadcasts(now)
+        async with self.db.transaction() as session:
             queued += await events.remind_due(
                 session, now, s.reminder_offsets, s.language_fallback, s.tz_name
             )
             queued += await loop.followups_due(session, now, s.followup_after, s.tz_name)
             await broadcasts.finish_sent(session)
         return queued
+
+    async def queue_broadcasts(self, now: datetime) -> int:
+        """Queue what sending broadcasts still lack, one chunk per transaction."""
+        s = self.settings
+        queued = 0
+        while True:
+            async with self.db.transaction() as session:
+                step = await broadcasts.queue_next(session, now, s.language_fallback, s.tz_name)
+            if step is None:
+                return queued
+            if step:
+                queued += step
+                self.notify()
+            await self.between_chunks()
+
+    async def between_chunks(self) -> None:
+        """Let residents' turns in between two chunks (tests pause here)."""
+        await asyncio.sleep(0)
 
     async def upcoming(self, now: datetime) -> list[datetime]:
         s = self.settings
