@@ -205,6 +205,9 @@ class Report(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None]
     followup_answer: Mapped[str | None] = mapped_column(String(8))
+    # When the follow-up for the latest resolution was queued: each round of the scheduler
+    # then reads only reports not yet asked about, not every unanswered one again.
+    followup_asked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

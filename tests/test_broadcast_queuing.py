@@ -62,9 +62,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(broadcasts, "CHUNK", CHUNK)
 
 
-async def test_a_resident_is_answered_while_a_broadcast_is_being_queued(
-    db, small_chunks
-) -> None:
+async def test_a_resident_is_answered_while_a_broadcast_is_being_queued(db, small_chunks) -> None:
     async with (
         TelegramStandIn(token=TOKEN) as api,
         running_khma(db, api, QUIET_HOURS="off") as khma,

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Select, String, case, cast, func, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -159,6 +170,10 @@ async def enqueue_many(
         )
     )
     moment = OutboxMessage.__table__.c.created_at.type
+    key = literal(f"{dedupe_prefix}:", String()) + cast(found.c.resident_id, String())
+    # Whoever already has theirs is skipped by an index lookup, before any row is built
+    # (reminders rerun every round); ON CONFLICT covers a race with another process.
+    fresh = ~exists().where(OutboxMessage.dedupe_key == key)
     rows = select(
         found.c.channel,
         found.c.address,
@@ -170,9 +185,9 @@ async def enqueue_many(
         literal(0, Integer()),
         literal(now, moment),
         literal(now, moment),
-        literal(f"{dedupe_prefix}:", String()) + cast(found.c.resident_id, String()),
+        key,
         literal(broadcast_id, BigInteger()),
-    ).where(found.c.language.in_(languages))
+    ).where(found.c.language.in_(languages), fresh)
     statement = insert_ignoring_duplicates(session, OutboxMessage).from_select(
         [
             "channel",
