@@ -156,7 +156,13 @@ async def enqueue_many(
     `after`/`through` limit it to one range of resident ids (see `reached`).
     """
     found = reached(recipients, after=after, through=through).order_by(None).subquery()
-    languages = (await session.execute(select(found.c.language).distinct())).scalars().all()
+    key = literal(f"{dedupe_prefix}:", String()) + cast(found.c.resident_id, String())
+    # Whoever already has theirs is skipped by an index lookup, before any row is built
+    # (reminders rerun every round); ON CONFLICT covers a race with another process.
+    fresh = ~exists().where(OutboxMessage.dedupe_key == key)
+    languages = (
+        (await session.execute(select(found.c.language).where(fresh).distinct())).scalars().all()
+    )
     if not languages:
         return 0
     payload_type = OutboxMessage.__table__.c.payload.type
@@ -170,10 +176,6 @@ async def enqueue_many(
         )
     )
     moment = OutboxMessage.__table__.c.created_at.type
-    key = literal(f"{dedupe_prefix}:", String()) + cast(found.c.resident_id, String())
-    # Whoever already has theirs is skipped by an index lookup, before any row is built
-    # (reminders rerun every round); ON CONFLICT covers a race with another process.
-    fresh = ~exists().where(OutboxMessage.dedupe_key == key)
     rows = select(
         found.c.channel,
         found.c.address,
