@@ -65,7 +65,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, true
+from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text, true
 from sqlalchemy.engine import make_url
 
 from bot.app import Khma
@@ -320,6 +320,10 @@ async def seed(db: Database, members: list[Member]) -> None:
                 identities,
             )
         )
+    # What a database that grew over months would have: statistics that know the tables.
+    async with db.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("ANALYZE"))
 
 
 async def create_broadcast(db: Database) -> int:

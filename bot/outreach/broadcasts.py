@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.delivery.dispatch import BULK_PRIORITY
@@ -19,6 +19,8 @@ from storage.models import Broadcast, OutboxMessage, Resident
 # Residents per transaction while a broadcast is queued: a few tens of milliseconds of
 # work, so a resident's turn waits at most that long behind it, even on SQLite.
 CHUNK = 2000
+# How soon the scheduler takes up a broadcast that is due but not (fully) queued.
+RESUME_AFTER = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,23 @@ async def finish_sent(session: AsyncSession) -> None:
 
 
 async def upcoming(session: AsyncSession, now: datetime) -> list[datetime]:
+    """When scheduled broadcasts fall due; and a moment from now while one is due or half
+    queued, so a "send now" (or a queuing a restart interrupted) is taken up at once by
+    the scheduler's next resync rather than at its next periodic round."""
     found = await session.execute(
         select(Broadcast.send_at).where(Broadcast.status == "scheduled", Broadcast.send_at > now)
     )
-    return [moment for moment in found.scalars() if moment is not None]
+    moments = [moment for moment in found.scalars() if moment is not None]
+    unfinished = await session.scalar(
+        select(Broadcast.id)
+        .where(
+            or_(
+                and_(Broadcast.status == "scheduled", Broadcast.send_at <= now),
+                and_(Broadcast.status == "sending", Broadcast.queued_at.is_(None)),
+            )
+        )
+        .limit(1)
+    )
+    if unfinished is not None:
+        moments.append(now + RESUME_AFTER)
+    return moments

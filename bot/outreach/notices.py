@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.vocabulary.i18n import Translator
+from bot.vocabulary.languages import LANGUAGES
 from bot.vocabulary.messages import Reply
 from storage.models import Identity, OutboxMessage, Resident
 
@@ -146,7 +147,7 @@ async def enqueue_many(
     after: int | None = None,
     through: int | None = None,
 ) -> int:
-    """Queue one message for each of many residents in two statements, whatever their number.
+    """Queue one message for each of many residents in one statement, whatever their number.
 
     The same rules as `enqueue` (the app used last, never a blocked one, at most once
     per `dedupe_prefix` and resident), but set-based: one `INSERT … SELECT … ON CONFLICT
@@ -160,11 +161,7 @@ async def enqueue_many(
     # Whoever already has theirs is skipped by an index lookup, before any row is built
     # (reminders rerun every round); ON CONFLICT covers a race with another process.
     fresh = ~exists().where(OutboxMessage.dedupe_key == key)
-    languages = (
-        (await session.execute(select(found.c.language).where(fresh).distinct())).scalars().all()
-    )
-    if not languages:
-        return 0
+    languages = LANGUAGES  # rendered in each; a resident's language is always one of them
     payload_type = OutboxMessage.__table__.c.payload.type
     payload = case(
         *(
