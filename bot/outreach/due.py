@@ -6,9 +6,15 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import text
+
 from bot.config import Settings
 from bot.outreach import broadcasts, events, loop
 from storage.db import Database
+
+# Chunks between two ANALYZEs of the outbox while a broadcast is queued (and after the
+# first one): 40,000 rows.
+STATISTICS_EVERY = 20
 
 
 class DueWork:
@@ -45,16 +51,34 @@ class DueWork:
     async def queue_broadcasts(self, now: datetime) -> int:
         """Queue what sending broadcasts still lack, one chunk per transaction."""
         s = self.settings
-        queued = 0
+        queued = chunks = 0
         while True:
             async with self.db.transaction() as session:
                 step = await broadcasts.queue_next(session, now, s.language_fallback, s.tz_name)
             if step is None:
+                if chunks > 1:
+                    await self.refresh_statistics()
                 return queued
+            chunks += 1
             if step:
                 queued += step
                 self.notify()
+            if chunks % STATISTICS_EVERY == 1:
+                await self.refresh_statistics()
             await self.between_chunks()
+
+    async def refresh_statistics(self) -> None:
+        """Tell PostgreSQL's planner about the rows just queued.
+
+        Autovacuum analyses a table some time after it grew; until then the planner
+        believes the outbox holds its old handful of pending rows, and the dispatcher's
+        claim of the next reply read all 100,000 broadcast rows (210 ms a claim, against
+        0.05 ms once analysed). ANALYZE takes no lock that writers wait for.
+        """
+        if self.db.is_sqlite:
+            return
+        async with self.db.transaction() as session:
+            await session.execute(text("ANALYZE outbox"))
 
     async def between_chunks(self) -> None:
         """Let residents' turns in between two chunks (tests pause here)."""
