@@ -70,7 +70,7 @@ class Khma:
             self.db, channels, policy=policy, clock=clock, sends_bulk=lambda: leadership.is_leader
         )
         self.engine.notify = self.dispatcher.wake
-        self.due = DueWork(self.db, settings)
+        self.due = DueWork(self.db, settings, notify=self.dispatcher.wake)
         self.scheduler = Scheduler(
             work=self._scheduled_work,
             upcoming=self.due.upcoming,

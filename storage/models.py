@@ -210,6 +210,9 @@ class Report(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None]
     followup_answer: Mapped[str | None] = mapped_column(String(8))
+    # When the follow-up for the latest resolution was queued: each round of the scheduler
+    # then reads only reports not yet asked about, not every unanswered one again.
+    followup_asked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -273,6 +276,10 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # Queuing a broadcast goes in short transactions, one range of resident ids at a
+    # time: how far it got (the last resident id covered), and when it covered them all.
+    queued_through: Mapped[int | None] = mapped_column(BigInteger)
+    queued_at: Mapped[datetime | None]
 
 
 class Event(Base):

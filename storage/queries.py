@@ -16,7 +16,10 @@ async def identity_for(session: AsyncSession, channel: str, address: str) -> Ide
         select(Identity)
         .where(Identity.channel == channel, Identity.address == address)
         .options(selectinload(Identity.resident))
-        .with_for_update()
+        # FOR NO KEY UPDATE on PostgreSQL: a turn changes no key, so it need not wait for
+        # the key-share locks that outbox rows referencing this identity take while a
+        # broadcast is being queued (FOR UPDATE would). One turn per identity still holds.
+        .with_for_update(key_share=True)
     )
     return (await session.execute(query)).scalar_one_or_none()
 

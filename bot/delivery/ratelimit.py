@@ -4,8 +4,12 @@ Telegram and Viber each allow about 30 messages a second in all and about one a
 second to one chat; beyond that they answer 429 and may stop the bot for a while.
 A `RateLimiter` per channel keeps us under both limits:
 
-* a global token bucket (`per_second`, with a burst of about one second's worth, so
-  a quiet bot answers the first few residents at once);
+* a global token bucket (`per_second`, with a small burst, a tenth of a second's
+  worth, so a moment's lateness of the event loop is made up rather than lost);
+* a sliding one-second window: at most `per_second` (rounded down) permits in any
+  second, whenever it starts. A token bucket alone allows its burst *plus* a
+  second's refill within one second (58 messages against a limit of 30 when it
+  started full), and the platforms count in every second, not on average;
 * a minimum interval between two messages to the same address
   (`1 / per_address_per_second`), so one chat never sees a flood; an urgent
   message keeps that interval from the previous urgent one only, so an answer is
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import itertools
 import logging
@@ -59,7 +64,7 @@ class _Waiter:
 
 
 class RateLimiter:
-    """A global token bucket plus a per-address minimum interval, urgent first.
+    """A global token bucket and sliding window plus a per-address interval, urgent first.
 
     One instance per channel, shared by everything in the process that sends on
     it. All bookkeeping happens on the event loop's thread, so no locks are
@@ -81,9 +86,12 @@ class RateLimiter:
         if per_address_per_second is not None and not per_address_per_second > 0:
             raise ValueError("per_address_per_second must be positive (or None for no limit)")
         self.per_second = float(per_second)
-        self.capacity = float(burst) if burst is not None else max(1.0, self.per_second)
+        self.capacity = float(burst) if burst is not None else max(1.0, self.per_second / 10)
         if self.capacity < 1:
             raise ValueError("burst must allow at least one message")
+        # The permits of the last second: a new one waits until the oldest is a second old.
+        self.per_window = max(1, math.floor(self.per_second + 1e-9))
+        self._recent: collections.deque[float] = collections.deque(maxlen=self.per_window)
         self.spacing = 1.0 / per_address_per_second if per_address_per_second else 0.0
         self._clock = clock
         self._sleep = sleep
@@ -111,7 +119,7 @@ class RateLimiter:
         """
         now = self._clock()
         self._refill(now)
-        if not self._waiters and self._ready(address, now, urgent) and self._tokens >= _WHOLE:
+        if not self._waiters and self._ready(address, now, urgent) and self._may_take(now):
             self._take(address, now, urgent)
             return
         waiter = _Waiter(
@@ -169,8 +177,18 @@ class RateLimiter:
     def _ready(self, address: str, now: float, urgent: bool) -> bool:
         return now >= self._paused_until and self._next_at(address, urgent) <= now
 
+    def _may_take(self, now: float) -> bool:
+        return self._tokens >= _WHOLE and self._window_opens() <= now
+
+    def _window_opens(self) -> float:
+        """When the sliding window has room for one more permit."""
+        if len(self._recent) < self.per_window:
+            return -math.inf
+        return self._recent[0] + 1.0
+
     def _take(self, address: str, now: float, urgent: bool) -> None:
         self._tokens -= 1.0
+        self._recent.append(now)
         if self.spacing:
             self._next_for[address] = now + self.spacing
             if urgent:
@@ -216,13 +234,14 @@ class RateLimiter:
                 next_chance = min(next_chance, self._paused_until)
             elif not blocked and (at := self._next_at(waiter.address, urgent)) > now:
                 next_chance = min(next_chance, at)
-            elif not blocked and self._tokens >= _WHOLE:
+            elif not blocked and self._may_take(now):
                 self._take(waiter.address, now, urgent)
                 waiter.granted.set_result(None)
                 continue
             elif not blocked:
                 blocked = True
-                next_chance = min(next_chance, now + max(0.0, 1.0 - self._tokens) / self.per_second)
+                refilled = now + max(0.0, 1.0 - self._tokens) / self.per_second
+                next_chance = min(next_chance, max(refilled, self._window_opens()))
             still.append(waiter)
             if waiter.deadline is not None:
                 next_chance = min(next_chance, waiter.deadline)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.delivery.dispatch import BULK_PRIORITY
@@ -14,7 +14,13 @@ from bot.outreach.audience import Audience, residents
 from bot.outreach.notices import enqueue_many
 from bot.vocabulary.messages import Reply
 from flows.notices import pick
-from storage.models import Broadcast, OutboxMessage
+from storage.models import Broadcast, OutboxMessage, Resident
+
+# Residents per transaction while a broadcast is queued: a few tens of milliseconds of
+# work, so a resident's turn waits at most that long behind it, even on SQLite.
+CHUNK = 2000
+# How soon the scheduler takes up a broadcast that is due but not (fully) queued.
+RESUME_AFTER = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,12 @@ async def create(
 async def start_due(
     session: AsyncSession, now: datetime, fallback: tuple[str, ...], tz_name: str
 ) -> int:
-    """Turn every broadcast whose time has come into outbox rows, exactly once."""
+    """Start every broadcast whose time has come and queue the first chunk of each.
+
+    The rest is queued by `queue_next`, one chunk per transaction (`DueWork` runs it
+    outside any resident's turn), so a broadcast to 100,000 residents never holds the
+    database for long. Returns the messages queued here.
+    """
     due = (
         await session.execute(
             select(Broadcast)
@@ -82,17 +93,73 @@ async def start_due(
     for broadcast in list(due):
         broadcast.status = "sending"
         broadcast.started_at = now
-        queued += await enqueue_many(
-            session,
-            residents(Audience.from_json(broadcast.audience)),
-            lambda t, b=broadcast: _reply(b, t.lang, fallback),
-            now=now,
-            kind="broadcast",
-            priority=BULK_PRIORITY,
-            tz_name=tz_name,
-            dedupe_prefix=f"bc:{broadcast.id}",
-            broadcast_id=broadcast.id,
-        )
+        queued += await _queue_chunk(session, broadcast, now, fallback, tz_name)
+    return queued
+
+
+async def queue_next(
+    session: AsyncSession,
+    now: datetime,
+    fallback: tuple[str, ...],
+    tz_name: str,
+    chunk: int | None = None,
+) -> int | None:
+    """Queue the next chunk of one sending broadcast; None when none has any left.
+
+    The broadcast row stays locked while its chunk is queued, so a cancel waits for the
+    chunk (and then cancels it too) or the chunk finds the broadcast cancelled.
+    """
+    broadcast = await session.scalar(
+        select(Broadcast)
+        .where(Broadcast.status == "sending", Broadcast.queued_at.is_(None))
+        .order_by(Broadcast.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if broadcast is None:
+        return None
+    return await _queue_chunk(session, broadcast, now, fallback, tz_name, chunk)
+
+
+async def _queue_chunk(
+    session: AsyncSession,
+    broadcast: Broadcast,
+    now: datetime,
+    fallback: tuple[str, ...],
+    tz_name: str,
+    chunk: int | None = None,
+) -> int:
+    """Residents after `queued_through`, up to `chunk` of them by id: queue theirs, move on.
+
+    A crash between chunks loses nothing: the next round starts after the last chunk
+    committed, and the unique dedupe key makes a repeated chunk queue nobody twice.
+    """
+    size = chunk or CHUNK
+    after = broadcast.queued_through or 0
+    through = await session.scalar(
+        select(Resident.id)
+        .where(Resident.id > after)
+        .order_by(Resident.id)
+        .offset(size - 1)
+        .limit(1)
+    )
+    queued = await enqueue_many(
+        session,
+        residents(Audience.from_json(broadcast.audience)),
+        lambda t: _reply(broadcast, t.lang, fallback),
+        now=now,
+        kind="broadcast",
+        priority=BULK_PRIORITY,
+        tz_name=tz_name,
+        dedupe_prefix=f"bc:{broadcast.id}",
+        broadcast_id=broadcast.id,
+        after=after,
+        through=through,
+    )
+    if through is None:
+        broadcast.queued_at = now
+    else:
+        broadcast.queued_through = through
     return queued
 
 
@@ -145,9 +212,11 @@ async def progress(session: AsyncSession, broadcast_id: int) -> Progress:
 
 
 async def finish_sent(session: AsyncSession) -> None:
-    """A sending broadcast with nothing left to send is done."""
+    """A sending broadcast, queued to the end, with nothing left to send is done."""
     sending = (
-        await session.execute(select(Broadcast).where(Broadcast.status == "sending"))
+        await session.execute(
+            select(Broadcast).where(Broadcast.status == "sending", Broadcast.queued_at.is_not(None))
+        )
     ).scalars()
     for broadcast in list(sending):
         if (await progress(session, broadcast.id)).queued == 0:
@@ -155,7 +224,23 @@ async def finish_sent(session: AsyncSession) -> None:
 
 
 async def upcoming(session: AsyncSession, now: datetime) -> list[datetime]:
+    """When scheduled broadcasts fall due; and a moment from now while one is due or half
+    queued, so a "send now" (or a queuing a restart interrupted) is taken up at once by
+    the scheduler's next resync rather than at its next periodic round."""
     found = await session.execute(
         select(Broadcast.send_at).where(Broadcast.status == "scheduled", Broadcast.send_at > now)
     )
-    return [moment for moment in found.scalars() if moment is not None]
+    moments = [moment for moment in found.scalars() if moment is not None]
+    unfinished = await session.scalar(
+        select(Broadcast.id)
+        .where(
+            or_(
+                and_(Broadcast.status == "scheduled", Broadcast.send_at <= now),
+                and_(Broadcast.status == "sending", Broadcast.queued_at.is_(None)),
+            )
+        )
+        .limit(1)
+    )
+    if unfinished is not None:
+        moments.append(now + RESUME_AFTER)
+    return moments

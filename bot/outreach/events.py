@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.delivery.dispatch import NOTICE_PRIORITY
-from bot.outreach.notices import enqueue
+from bot.outreach.notices import enqueue_many
+from bot.vocabulary.i18n import Translator
+from bot.vocabulary.messages import Reply
 from flows import notices
 from storage.models import Event, Resident, Rsvp
 
@@ -91,13 +93,12 @@ async def rsvp(session: AsyncSession, event_id: int, resident_id: int, attend: b
     return "going"
 
 
-async def _attendees(session: AsyncSession, event_id: int) -> list[Resident]:
-    query = (
+def _attendees(event_id: int) -> Select[tuple[Resident]]:
+    return (
         select(Resident)
         .join(Rsvp, Rsvp.resident_id == Resident.id)
         .where(Rsvp.event_id == event_id, Rsvp.status == "going")
     )
-    return list((await session.execute(query)).scalars())
 
 
 async def change(
@@ -123,26 +124,24 @@ async def change(
     if place is not None:
         event.place = place
     event.version += 1
-    told = 0
-    for resident in await _attendees(session, event_id):
-        title = title_in(event, resident.language or "", fallback)
+    moved_to, place_now = event.starts_at, event.place
+
+    def render(t: Translator) -> Reply:
+        title = title_in(event, t.lang, fallback)
         if cancel:
-            render = lambda t, title=title: notices.event_cancelled(t, title, old_start)  # noqa: E731
-        else:
-            render = lambda t, title=title: notices.event_moved(  # noqa: E731
-                t, title, event.starts_at, event.place
-            )
-        told += await enqueue(
-            session,
-            resident,
-            render,
-            now=now,
-            kind="event",
-            priority=NOTICE_PRIORITY,
-            tz_name=tz_name,
-            dedupe_key=f"evchg:{event.id}:{event.version}:{resident.id}",
-        )
-    return told
+            return notices.event_cancelled(t, title, old_start)
+        return notices.event_moved(t, title, moved_to, place_now)
+
+    return await enqueue_many(
+        session,
+        _attendees(event_id),
+        render,
+        now=now,
+        kind="event",
+        priority=NOTICE_PRIORITY,
+        tz_name=tz_name,
+        dedupe_prefix=f"evchg:{event.id}:{event.version}",
+    )
 
 
 def _due_offset(event: Event, now: datetime, offsets: tuple[timedelta, ...]) -> timedelta | None:
@@ -174,20 +173,18 @@ async def remind_due(
         if offset is None:
             continue
         hours = int(offset.total_seconds() // 3600)
-        for resident in await _attendees(session, event.id):
-            title = title_in(event, resident.language or "", fallback)
-            queued += await enqueue(
-                session,
-                resident,
-                lambda t, title=title, e=event: notices.reminder(
-                    t, title, e.starts_at, e.place, e.id
-                ),
-                now=now,
-                kind="reminder",
-                priority=NOTICE_PRIORITY,
-                tz_name=tz_name,
-                dedupe_key=f"rem:{event.id}:{event.version}:{hours}h:{resident.id}",
-            )
+        queued += await enqueue_many(
+            session,
+            _attendees(event.id),
+            lambda t, e=event: notices.reminder(
+                t, title_in(e, t.lang, fallback), e.starts_at, e.place, e.id
+            ),
+            now=now,
+            kind="reminder",
+            priority=NOTICE_PRIORITY,
+            tz_name=tz_name,
+            dedupe_prefix=f"rem:{event.id}:{event.version}:{hours}h",
+        )
     return queued
 
 

@@ -82,7 +82,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 STREAM_BATCH = 500
 
-Sink = Callable[[dict[str, str]], None]
+Sink = Callable[[list[list[str]]], None]  # writes a batch of rows in `COLUMNS` order
 Output = str | Path | BinaryIO
 
 
@@ -100,14 +100,47 @@ class ExportFilter:
             raise ValueError(f"unknown report kind {self.kind!r}: expected one of {KINDS}")
 
 
+_FORMULA_CHARS = frozenset(FORMULA_STARTS)  # each one character: tested by the first
+
+
 def neutralise(value: str) -> str:
     """Make a cell that a spreadsheet would read as a formula show as plain text."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return "'" + value if value[:1] in _FORMULA_CHARS else value
 
 
-def _query(flt: ExportFilter, tz: ZoneInfo) -> Select[tuple[Report, str | None]]:
+def _neutralised(row: list[str]) -> list[str]:
+    """`neutralise` over a row, inline: called for every cell of every row."""
+    return ["'" + value if value[:1] in _FORMULA_CHARS else value for value in row]
+
+
+_FIELDS = (
+    Report.reference,
+    Report.created_at,
+    Report.kind,
+    Report.category,
+    Report.municipality,
+    Report.language,
+    Report.channel,
+    Report.text,
+    Report.media,
+    Report.latitude,
+    Report.longitude,
+    Report.location_municipality,
+    Report.status,
+    Resident.pseudonym,
+    Report.anonymous,
+    Report.shared_name,
+    Report.gender,
+    Report.age_group,
+    Report.answer,
+    Report.followup_answer,
+)
+
+
+def _query(flt: ExportFilter, tz: ZoneInfo) -> Select[tuple]:
+    """Plain columns, not ORM objects: an export reads each row once and keeps none."""
     query = (
-        select(Report, Resident.pseudonym)
+        select(*_FIELDS)
         .outerjoin(Resident, Report.resident_id == Resident.id)
         .order_by(Report.created_at, Report.id)
     )
@@ -124,56 +157,109 @@ def _query(flt: ExportFilter, tz: ZoneInfo) -> Select[tuple[Report, str | None]]
     return query
 
 
-def _place(content: Content, code: str | None) -> str:
-    if code is None:
-        return ""
-    municipality = content.municipality(code)
-    return municipality.names["en"] if municipality else code
+class _Rows:
+    """Turns database rows into export rows (lists in `COLUMNS` order), fast.
+
+    What repeats is worked out once: municipality names, the Tbilisi offset of each
+    hour (reports come in time order, so consecutive rows share it).
+    """
+
+    def __init__(self, content: Content, tz: ZoneInfo) -> None:
+        self.content = content
+        self.tz = tz
+        self._places: dict[str | None, str] = {None: ""}
+        self._hour = -1.0  # the UTC hour (of the epoch) whose offset `_offset` is
+        self._offset = timedelta(0)
+
+    def place(self, code: str | None) -> str:
+        name = self._places.get(code)
+        if name is None:
+            municipality = self.content.municipality(code) if code else None
+            name = municipality.names["en"] if municipality else (code or "")
+            self._places[code] = name
+        return name
+
+    def local(self, moment: datetime) -> str:
+        stamp = moment.timestamp()
+        hour = stamp // 3600
+        if hour != self._hour:
+            self._hour = hour
+            self._offset = moment.astimezone(self.tz).utcoffset() or timedelta(0)
+        at = moment + self._offset
+        return f"{at.year:04d}-{at.month:02d}-{at.day:02d} {at.hour:02d}:{at.minute:02d}"
+
+    def __call__(self, row: tuple) -> list[str]:
+        (
+            reference,
+            created_at,
+            kind,
+            category,
+            municipality,
+            language,
+            channel,
+            text,
+            media,
+            latitude,
+            longitude,
+            near,
+            status,
+            pseudonym,
+            anonymous,
+            shared_name,
+            gender,
+            age_group,
+            answer,
+            followup,
+        ) = row
+        location = ""
+        if latitude is not None and longitude is not None:
+            location = f"{latitude:.6f},{longitude:.6f}"
+            if near:
+                location += f" (near {self.place(near)})"
+        by_name = not anonymous
+        return [
+            reference,
+            self.local(created_at),
+            kind,
+            category or "",
+            self.place(municipality),
+            language,
+            channel,
+            text or "",
+            " ".join(str(m["file_id"]) for m in media if m.get("file_id")) if media else "",
+            location,
+            status,
+            pseudonym or "",
+            "yes" if by_name else "no",
+            (shared_name or "") if by_name else "",
+            gender or "",
+            age_group or "",
+            answer or "",
+            followup or "",
+        ]
 
 
-def _location(report: Report, content: Content) -> str:
-    if report.latitude is None or report.longitude is None:
-        return ""
-    where = f"{report.latitude:.6f},{report.longitude:.6f}"
-    if report.location_municipality:
-        where += f" (near {_place(content, report.location_municipality)})"
-    return where
-
-
-def _row(report: Report, pseudonym: str | None, content: Content, tz: ZoneInfo) -> dict[str, str]:
-    by_name = not report.anonymous
-    return {
-        "reference": report.reference,
-        "created": report.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "kind": report.kind,
-        "category": report.category or "",
-        "municipality": _place(content, report.municipality),
-        "language": report.language,
-        "channel": report.channel,
-        "text": report.text or "",
-        "media_ids": " ".join(str(m["file_id"]) for m in report.media or () if m.get("file_id")),
-        "location": _location(report, content),
-        "status": report.status,
-        "resident": pseudonym or "",
-        "shared_by_name": "yes" if by_name else "no",
-        "name": (report.shared_name or "") if by_name else "",
-        "gender": report.gender or "",
-        "age_group": report.age_group or "",
-        "answer": report.answer or "",
-        "followup": report.followup_answer or "",
-    }
+async def _batches(
+    db: Database, flt: ExportFilter, content: Content, tz_name: str
+) -> AsyncIterator[list[list[str]]]:
+    """The matching reports, oldest first, a batch at a time (a server-side cursor on
+    PostgreSQL), so memory stays flat however many there are."""
+    convert = _Rows(content, ZoneInfo(tz_name))
+    query = _query(flt, convert.tz)
+    async with db.engine.connect() as connection:
+        result = await connection.stream(query.execution_options(yield_per=STREAM_BATCH))
+        async for batch in result.partitions(STREAM_BATCH):
+            yield [convert(row) for row in batch]
 
 
 async def export_rows(
     db: Database, flt: ExportFilter, content: Content, tz_name: str = "Asia/Tbilisi"
 ) -> AsyncIterator[dict[str, str]]:
     """The matching reports, oldest first, one dict per row keyed by `COLUMNS`."""
-    tz = ZoneInfo(tz_name)
-    query = _query(flt, tz).execution_options(yield_per=STREAM_BATCH)
-    async with db.transaction() as session:
-        result = await session.stream(query)
-        async for report, pseudonym in result:
-            yield _row(report, pseudonym, content, tz)
+    async with aclosing(_batches(db, flt, content, tz_name)) as batches:
+        async for batch in batches:
+            for values in batch:
+                yield dict(zip(COLUMNS, values, strict=True))
 
 
 @contextmanager
@@ -198,8 +284,8 @@ def _csv(out: Output) -> Iterator[Sink]:
         writer = csv.writer(stream, lineterminator="\r\n")
         writer.writerow(COLUMNS)
 
-        def write(row: dict[str, str]) -> None:
-            writer.writerow([neutralise(row[name]) for name in COLUMNS])
+        def write(batch: list[list[str]]) -> None:
+            writer.writerows([_neutralised(row) for row in batch])
 
         yield write
 
@@ -209,8 +295,13 @@ def _jsonl(out: Output) -> Iterator[Sink]:
     # For programs, not spreadsheets: the text stays exactly as residents wrote it.
     with _text(out, "utf-8") as stream:
 
-        def write(row: dict[str, str]) -> None:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        def write(batch: list[list[str]]) -> None:
+            stream.write(
+                "".join(
+                    json.dumps(dict(zip(COLUMNS, row, strict=True)), ensure_ascii=False) + "\n"
+                    for row in batch
+                )
+            )
 
         yield write
 
@@ -228,11 +319,15 @@ def _xlsx(out: Output) -> Iterator[Sink]:
         sheet.freeze_panes(1, 0)
         line = 0
 
-        def write(row: dict[str, str]) -> None:
+        write_string = sheet.write_string
+
+        def write(batch: list[list[str]]) -> None:
             nonlocal line
-            line += 1
-            for col, name in enumerate(COLUMNS):
-                sheet.write_string(line, col, neutralise(row[name]))
+            for row in batch:
+                line += 1
+                for col, value in enumerate(_neutralised(row)):
+                    if value:
+                        write_string(line, col, value)
 
         yield write
     finally:
@@ -259,9 +354,9 @@ async def write_export(
         raise ValueError(f"unknown export format {fmt!r}: expected one of {tuple(SINKS)}")
     count = 0
     with SINKS[fmt](out) as write:
-        async with aclosing(export_rows(db, flt, content, tz_name)) as rows:
-            async for row in rows:
-                write(row)
-                count += 1
+        async with aclosing(_batches(db, flt, content, tz_name)) as batches:
+            async for batch in batches:
+                write(batch)
+                count += len(batch)
     log.info("exported %d rows as %s", count, fmt)
     return count

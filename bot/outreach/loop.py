@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.delivery.dispatch import NOTICE_PRIORITY
@@ -96,19 +96,34 @@ async def promote(session: AsyncSession, reference: str, now: datetime) -> FaqEn
 async def followups_due(
     session: AsyncSession, now: datetime, after: timedelta, tz_name: str
 ) -> int:
+    """Ask once, `after` a report was resolved, whether it really was fixed.
+
+    Only reports not yet asked about since their latest resolution are read, and they
+    are marked asked in the same transaction, so a round of the scheduler costs one
+    query when nothing is due, however many reports wait for an answer.
+    """
+    not_asked = or_(
+        Report.followup_asked_at.is_(None), Report.followup_asked_at < Report.resolved_at
+    )
     due = (
         await session.execute(
-            select(Report).where(
+            select(Report)
+            .where(
                 Report.status == "resolved",
                 Report.resolved_at <= now - after,
                 Report.followup_answer.is_(None),
                 Report.resident_id.is_not(None),
+                not_asked,
             )
+            .with_for_update(skip_locked=True)
         )
     ).scalars()
     queued = 0
     for report in list(due):
+        report.followup_asked_at = now
         resident = await session.get(Resident, report.resident_id)
+        if resident is None:
+            continue
         queued += await enqueue(
             session,
             resident,
@@ -158,7 +173,12 @@ async def upcoming(session: AsyncSession, now: datetime, after: timedelta) -> li
     found = (
         await session.execute(
             select(Report.resolved_at).where(
-                Report.status == "resolved", Report.followup_answer.is_(None)
+                Report.status == "resolved",
+                Report.followup_answer.is_(None),
+                or_(
+                    Report.followup_asked_at.is_(None),
+                    Report.followup_asked_at < Report.resolved_at,
+                ),
             )
         )
     ).scalars()

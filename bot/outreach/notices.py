@@ -11,17 +11,26 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.vocabulary.i18n import Translator
+from bot.vocabulary.languages import LANGUAGES
 from bot.vocabulary.messages import Reply
 from storage.models import Identity, OutboxMessage, Resident
-
-# Rows per INSERT: large enough to make a 10,000-resident broadcast a few statements,
-# small enough to stay under SQLite's and asyncpg's limits on bound parameters.
-CHUNK = 500
 
 
 async def reachable_identity(session: AsyncSession, resident_id: int) -> Identity | None:
@@ -33,31 +42,40 @@ async def reachable_identity(session: AsyncSession, resident_id: int) -> Identit
     )
 
 
-def reached(recipients: Select[tuple[Resident]]) -> Select[Any]:
+def reached(
+    recipients: Select[tuple[Resident]], *, after: int | None = None, through: int | None = None
+) -> Select[Any]:
     """Each of `recipients` once, on the app `reachable_identity` would pick, in one query.
 
     Rows: identity_id, resident_id, channel, address, last_inbound_at, language. The
     broadcast preview counts these rows and the broadcast queues them, so what staff
-    were shown is what goes out.
+    were shown is what goes out. `after` and `through` keep to one range of resident ids
+    (both the residents and the identities ranked), so queuing one chunk of a large
+    audience reads that chunk, not everyone.
     """
+    if after is not None:
+        recipients = recipients.where(Resident.id > after)
+    if through is not None:
+        recipients = recipients.where(Resident.id <= through)
     chosen = recipients.subquery()
-    ranked = (
-        select(
-            Identity.id.label("identity_id"),
-            Identity.resident_id,
-            Identity.channel,
-            Identity.address,
-            Identity.last_inbound_at,
-            func.row_number()
-            .over(
-                partition_by=Identity.resident_id,
-                order_by=(Identity.last_inbound_at.desc().nulls_last(), Identity.id.desc()),
-            )
-            .label("rank"),
+    apps = select(
+        Identity.id.label("identity_id"),
+        Identity.resident_id,
+        Identity.channel,
+        Identity.address,
+        Identity.last_inbound_at,
+        func.row_number()
+        .over(
+            partition_by=Identity.resident_id,
+            order_by=(Identity.last_inbound_at.desc().nulls_last(), Identity.id.desc()),
         )
-        .where(Identity.unreachable_at.is_(None))
-        .subquery()
-    )
+        .label("rank"),
+    ).where(Identity.unreachable_at.is_(None))
+    if after is not None:
+        apps = apps.where(Identity.resident_id > after)
+    if through is not None:
+        apps = apps.where(Identity.resident_id <= through)
+    ranked = apps.subquery()
     return (
         select(
             ranked.c.identity_id,
@@ -126,49 +144,73 @@ async def enqueue_many(
     dedupe_prefix: str,
     tz_name: str = "Asia/Tbilisi",
     broadcast_id: int | None = None,
+    after: int | None = None,
+    through: int | None = None,
 ) -> int:
-    """Queue one message for each of many residents with a handful of statements.
+    """Queue one message for each of many residents in one statement, whatever their number.
 
     The same rules as `enqueue` (the app used last, never a blocked one, at most once
-    per `dedupe_prefix` and resident), but a broadcast to thousands must not cost
-    several queries per resident while it holds SQLite's only write lock.
+    per `dedupe_prefix` and resident), but set-based: one `INSERT … SELECT … ON CONFLICT
+    DO NOTHING` in which the database picks each resident's app and their language's
+    text, and the unique `dedupe_key` skips whoever already has theirs (a rerun after a
+    crash, another process). The message is rendered once per language, in Python.
+    `after`/`through` limit it to one range of resident ids (see `reached`).
     """
-    payloads: dict[str, dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    found = await session.execute(reached(recipients))
-    for identity_id, resident_id, channel, address, _last, language in found:
-        if language not in payloads:
-            payloads[language] = render(Translator(language, tz_name)).to_json()
-        rows.append(
-            {
-                "channel": channel,
-                "address": address,
-                "identity_id": identity_id,
-                "kind": kind,
-                "priority": priority,
-                "payload": payloads[language],
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "dedupe_key": f"{dedupe_prefix}:{resident_id}",
-                "broadcast_id": broadcast_id,
-            }
-        )
-    queued = 0
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        already = set(
+    found = reached(recipients, after=after, through=through).order_by(None).subquery()
+    key = literal(f"{dedupe_prefix}:", String()) + cast(found.c.resident_id, String())
+    # Whoever already has theirs is skipped by an index lookup, before any row is built
+    # (reminders rerun every round); ON CONFLICT covers a race with another process.
+    fresh = ~exists().where(OutboxMessage.dedupe_key == key)
+    languages = LANGUAGES  # rendered in each; a resident's language is always one of them
+    payload_type = OutboxMessage.__table__.c.payload.type
+    payload = case(
+        *(
             (
-                await session.execute(
-                    select(OutboxMessage.dedupe_key).where(
-                        OutboxMessage.dedupe_key.in_([row["dedupe_key"] for row in chunk])
-                    )
-                )
-            ).scalars()
+                found.c.language == lang,
+                literal(render(Translator(lang, tz_name)).to_json(), payload_type),
+            )
+            for lang in languages
         )
-        fresh = [row for row in chunk if row["dedupe_key"] not in already]
-        if fresh:
-            await session.execute(insert(OutboxMessage), fresh)
-            queued += len(fresh)
-    return queued
+    )
+    moment = OutboxMessage.__table__.c.created_at.type
+    rows = select(
+        found.c.channel,
+        found.c.address,
+        found.c.identity_id,
+        literal(kind, String()),
+        literal(priority, Integer()),
+        payload,
+        literal("pending", String()),
+        literal(0, Integer()),
+        literal(now, moment),
+        literal(now, moment),
+        key,
+        literal(broadcast_id, BigInteger()),
+    ).where(found.c.language.in_(languages), fresh)
+    statement = insert_ignoring_duplicates(session, OutboxMessage).from_select(
+        [
+            "channel",
+            "address",
+            "identity_id",
+            "kind",
+            "priority",
+            "payload",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "created_at",
+            "dedupe_key",
+            "broadcast_id",
+        ],
+        rows,
+        include_defaults=False,
+    )
+    result = await session.execute(statement.on_conflict_do_nothing(index_elements=["dedupe_key"]))
+    return max(0, result.rowcount or 0)
+
+
+def insert_ignoring_duplicates(session: AsyncSession, model: Any) -> Any:
+    """An INSERT of this database's dialect, which knows `ON CONFLICT DO NOTHING`."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
