@@ -123,10 +123,34 @@ async def change(
     if place is not None:
         event.place = place
     event.version += 1
+    return await announce_change(
+        session,
+        event,
+        cancelled=cancel,
+        old_start=old_start,
+        now=now,
+        fallback=fallback,
+        tz_name=tz_name,
+    )
+
+
+async def announce_change(
+    session: AsyncSession,
+    event: Event,
+    *,
+    cancelled: bool,
+    old_start: datetime,
+    now: datetime,
+    fallback: tuple[str, ...],
+    tz_name: str,
+) -> int:
+    """Tell everyone going that the event moved (to its time and place now) or was
+    cancelled; at most once per resident and change (`event.version`), so a rerun after
+    a crash tells nobody twice. Returns how many were told now."""
     told = 0
-    for resident in await _attendees(session, event_id):
+    for resident in await _attendees(session, event.id):
         title = title_in(event, resident.language or "", fallback)
-        if cancel:
+        if cancelled:
             render = lambda t, title=title: notices.event_cancelled(t, title, old_start)  # noqa: E731
         else:
             render = lambda t, title=title: notices.event_moved(  # noqa: E731
