@@ -5,9 +5,10 @@ A broadcast is the longest staff conversation (a text per language, a picture or
 an audience with its filters, a preview, now or later), so it lives apart from the other
 staff commands in flows/staff.py, like the events in flows/staff_events.py, and is built
 from the same pieces: a skippable text step per language and the Tbilisi-time parsing.
-What it does reaches the engine as `StaffAction`s, which check the "broadcast"
-permission again (bot/staff_actions.py); who is reached is bot/outreach/audience.py's
-`Audience`, the same one the CLI fills in.
+What it does reaches the engine as `StaffAction`s naming the broadcast operations
+(bot/outreach/operations/broadcasts.py), which check the role and the input again, as they
+do for the CLI; who is reached is bot/outreach/audience.py's `Audience`, the same one the
+CLI fills in.
 """
 
 from __future__ import annotations

@@ -83,3 +83,50 @@ async def test_migrate_is_idempotent_and_export_writes_xlsx(db, tmp_path) -> Non
     assert record["reference"] == "KV-2026-000000"
     assert record["municipality"] == "Akhalkalaki"
     assert record["text"] == "'=1+1 Ջուր չկա"
+
+
+async def run_cli(db: Database, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "DATABASE_URL": db.url, "LOG_LEVEL": "WARNING"}
+    if db.schema:
+        env["DATABASE_SCHEMA"] = db.schema
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_refuses_in_one_line_what_the_chat_refuses(db) -> None:
+    """Not found, not allowed, a past time, an unknown gender or municipality, a photo that
+    is no address: one line on stderr and an exit status per kind, never a traceback."""
+    cases = [
+        (("event", "move", "424242", "--starts", "2099-12-01 18:00"), 4, "no event 424242"),
+        (("event", "cancel", "424242"), 4, "no event 424242"),
+        (("broadcast", "cancel", "424242"), 4, "no broadcast 424242"),
+        (("report", "status", "KV-2026-424242", "closed"), 4, "no report KV-2026-424242"),
+        (
+            ("event", "create", "--title", "ka=შეხვედრა", "--starts", "2020-01-01 10:00",
+             "--place", "Marneuli"),
+            2,
+            "starts_at",
+        ),
+        (("broadcast", "create", "--text", "ru=Т", "--gender", "robot", "--yes"), 2, "robot"),
+        (
+            ("broadcast", "create", "--text", "ru=Т", "--municipality", "atlantis", "--yes"),
+            2,
+            "atlantis",
+        ),
+        (("broadcast", "create", "--text", "ru=Т", "--photo", "poster", "--yes"), 2, "photo"),
+        (("staff", "list", "--as", "telegram:1"), 3, "a resident may not run staff.list"),
+    ]  # fmt: skip
+    for args, status, says in cases:
+        code, out, err = await run_cli(db, *args)
+        assert (code, out) == (status, ""), (args, err)
+        assert err.startswith("error: ") and says in err and err.count("\n") == 1, (args, err)

@@ -14,6 +14,8 @@ import argparse
 import sys
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.config import LANGUAGES, Settings
 from bot.outreach import staff as staff_accounts
 from bot.outreach.audience import Audience
@@ -139,9 +141,7 @@ async def run(
     db = db or Database(settings.database_url, schema=settings.database_schema)
     try:
         async with db.transaction() as session:
-            actor = await _actor(session, getattr(args, "actor", None))
-            req = Request(session, settings, load_content(), actor, utcnow())
-            await _run(req, command, args)
+            await execute(session, command, args, settings)
     except OperationError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_status) from None
@@ -150,7 +150,15 @@ async def run(
             await db.close()
 
 
-async def _actor(session, given: str | None) -> Actor:
+async def execute(
+    session: AsyncSession, command: str, args: argparse.Namespace, settings: Settings
+) -> None:
+    """The command within the caller's transaction; refusals raise `OperationError`."""
+    actor = await _actor(session, getattr(args, "actor", None))
+    await _run(Request(session, settings, load_content(), actor, utcnow()), command, args)
+
+
+async def _actor(session: AsyncSession, given: str | None) -> Actor:
     if not given:
         return OPERATOR
     channel, sep, address = given.partition(":")

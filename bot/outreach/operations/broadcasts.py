@@ -94,15 +94,34 @@ async def _checked_audience(req: Request, audience: Audience) -> Audience:
     return audience
 
 
-def _texts(req: Request, draft: Draft) -> dict[str, str]:
-    return checks.texts("texts", draft.texts, req.settings.max_text_length)
+@dataclass(frozen=True)
+class _Checked:
+    texts: dict[str, str]
+    audience: Audience
+    photo: str | None
+    link: str | None
+    send_at: datetime | None
+
+
+async def _checked(req: Request, draft: Draft) -> _Checked:
+    """Everything a broadcast needs, checked once for the preview and again to send: what
+    staff were shown as sendable is what can be sent."""
+    texts = checks.texts("texts", draft.texts, req.settings.max_text_length)
+    photo = checks.web_address("photo", draft.photo)
+    if photo is not None and not checks.is_picture(photo):
+        raise Invalid("photo", "format", value=photo)
+    link = checks.web_address("link", draft.link)
+    audience = await _checked_audience(req, draft.audience)
+    send_at = None
+    if draft.send_at is not None and draft.send_at != "":
+        send_at = checks.moment("send_at", draft.send_at, req.now, req.settings.tz_name)
+    return _Checked(texts, audience, photo, link, send_at)
 
 
 async def preview(req: Request, draft: Draft) -> Preview:
     req.permit("broadcast.preview")
-    texts = _texts(req, draft)
-    audience = await _checked_audience(req, draft.audience)
-    found = await summarise(req.session, audience, texts, req.now)
+    checked = await _checked(req, draft)
+    found = await summarise(req.session, checked.audience, checked.texts, req.now)
     quiet = req.settings.quiet_hours
     return Preview(
         total=found.total,
@@ -117,27 +136,19 @@ async def preview(req: Request, draft: Draft) -> Preview:
 async def create(req: Request, draft: Draft) -> Created:
     """A confirmed broadcast, due now or at `send_at`; the scheduler takes it from there."""
     req.permit("broadcast.create")
-    texts = _texts(req, draft)
-    photo = checks.web_address("photo", draft.photo)
-    if photo is not None and not checks.is_picture(photo):
-        raise Invalid("photo", "format", value=photo)
-    link = checks.web_address("link", draft.link)
-    audience = await _checked_audience(req, draft.audience)
-    send_at = None
-    if draft.send_at is not None and draft.send_at != "":
-        send_at = checks.moment("send_at", draft.send_at, req.now, req.settings.tz_name)
+    checked = await _checked(req, draft)
     created = await broadcasts.create(
         req.session,
-        texts=texts,
-        audience=audience,
+        texts=checked.texts,
+        audience=checked.audience,
         now=req.now,
-        send_at=send_at,
-        photo_id=photo,
-        link=link,
+        send_at=checked.send_at,
+        photo_id=checked.photo,
+        link=checked.link,
         created_by=req.actor.name,
     )
     req.schedule_changed = True
-    return Created(created.id, send_at)
+    return Created(created.id, checked.send_at)
 
 
 async def progress(req: Request, broadcast_id: int) -> Progress:
