@@ -25,14 +25,21 @@ from bot.cli.commands import parser
 from bot.cli.outreach import execute
 from bot.engine.effects import Effects, profile_of
 from bot.outreach import campaigns, events
-from bot.outreach.jobs import JobWorker
-from bot.outreach.operations.errors import OperationError
+from bot.outreach.jobs import MOST_ATTEMPTS, JobWorker
+from bot.outreach.operations.errors import (
+    Invalid,
+    NotAllowed,
+    NotFound,
+    OperationError,
+    WrongState,
+)
 from bot.vocabulary.i18n import Translator
 from bot.vocabulary.messages import Inbound, Kind
 from bot.vocabulary.roles import PERMISSIONS, can
 from flows.content import load_content
-from flows.core import Context, StaffAction
+from flows.core import Context, Profile, StaffAction
 from flows.notices import EVENT_CANCELLED
+from flows.staff import JOB_FAILED, refusal_text
 from flows.staff_events import CANCELLED
 from storage import queries
 from storage.db import Database
@@ -430,3 +437,45 @@ async def test_two_workers_never_take_the_same_job(db) -> None:
         statuses = dict((await session.execute(select(Job.id, Job.status))).all())
     assert statuses[first.id] == "pending"
     assert sorted(statuses.values()) == ["done", "pending"]
+
+
+async def test_a_failing_job_is_retried_then_given_up_and_staff_are_told(db) -> None:
+    world = await seed(db)
+    async with db.transaction() as session:
+        args = {"code": world.campaign, "texts": {"ru": "Новости"}}
+        assert await via_chat(session, "staff", "campaign.update", args) == "ok"
+    moments = iter(datetime.now(UTC) + timedelta(hours=hour) for hour in range(100))
+    worker = JobWorker(db, settings_for(None), load_content(), clock=lambda: next(moments))
+
+    async def broken(job: Any, now: datetime) -> Any:
+        raise ConnectionError("the database went away")
+
+    worker._handlers["campaign_update"] = broken
+    for attempt in range(1, MOST_ATTEMPTS + 1):
+        assert await worker.run_one(), f"attempt {attempt} is due again after its backoff"
+    assert not await worker.run_one()
+    async with db.transaction() as session:
+        job = await session.scalar(select(Job))
+        assert (job.status, job.attempts, job.error) == ("failed", MOST_ATTEMPTS, "ConnectionError")
+    assert await notices(db, "campaign") == []
+    assert await notices(db, "notice") == [Translator("ru")(JOB_FAILED)]
+
+
+@pytest.mark.parametrize("lang", ["ka", "az", "hy", "ru"])
+def test_the_chat_says_every_refusal_in_the_staff_members_language(lang: str) -> None:
+    refusals = [
+        NotAllowed("event.move", "coordinator"),
+        NotFound("event", "12"),
+        WrongState("event", "12", "cancelled"),
+        Invalid("texts.ka", "too_long", value="2500", limit=2000),
+        Invalid("starts_at", "past", value="2020-01-01T10:00:00+04:00"),
+        Invalid("photo", "address", value="poster"),
+        Invalid("audience.genders", "unknown", value="robot"),
+        Invalid("titles", "empty"),
+    ]
+    english = Context(Translator("en"), Profile(channel="telegram"), datetime.now(UTC), None)
+    ctx = Context(Translator(lang), Profile(channel="telegram"), datetime.now(UTC), None)
+    said = [refusal_text(ctx, error.to_json()) for error in refusals]
+    assert len(set(said)) == len(said), "each refusal says something of its own"
+    for error, text in zip(refusals, said, strict=True):
+        assert text != refusal_text(english, error.to_json()), f"{error} said in English"

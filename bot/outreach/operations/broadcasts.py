@@ -153,7 +153,7 @@ async def create(req: Request, draft: Draft) -> Created:
 
 async def progress(req: Request, broadcast_id: int) -> Progress:
     req.permit("broadcast.progress")
-    found = await req.locked(Broadcast, broadcast_id, "broadcast")
+    found = await req.find(Broadcast, broadcast_id, "broadcast")
     counts = await broadcasts.progress(req.session, found.id)
     return Progress(
         id=found.id,

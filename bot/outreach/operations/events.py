@@ -97,7 +97,7 @@ async def listing(req: Request) -> list[Line]:
 
 async def load(req: Request, event_id: int) -> Card:
     req.permit("event.load")
-    found = await req.locked(Event, event_id, "event")
+    found = await req.find(Event, event_id, "event")
     return Card(
         id=found.id,
         title=events.title_in(found, req.actor.language, req.settings.language_fallback),

@@ -55,9 +55,12 @@ class Request:
         if not can(self.actor.role, operation):
             raise NotAllowed(operation, self.actor.role)
 
-    @property
-    def postgres(self) -> bool:
-        return self.session.bind.dialect.name == "postgresql"
+    async def find(self, model: type[Row], key: int, what: str) -> Row:
+        """The row to read, unlocked, or NotFound."""
+        found = await self.session.get(model, key)
+        if found is None:
+            raise NotFound(what, str(key))
+        return found
 
     async def locked(self, model: type[Row], key: int, what: str) -> Row:
         """The row, locked until the commit (SELECT … FOR UPDATE on PostgreSQL; SQLite has
