@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.delivery.dispatch import Dispatcher, DispatchPolicy
 from bot.engine.engine import Engine
 from bot.outreach.due import DueWork
+from bot.outreach.jobs import JobWorker
 from bot.schedule.leader import Leadership, lock_key_for
 from bot.schedule.scheduler import Scheduler
 from bot.waiting import rest
@@ -71,6 +72,10 @@ class Khma:
         )
         self.engine.notify = self.dispatcher.wake
         self.due = DueWork(self.db, settings, notify=self.dispatcher.wake)
+        # Heavy staff work (exports, event notices, campaign updates) outside any turn.
+        self.jobs = JobWorker(
+            self.db, settings, self.content, clock=clock, on_done=self.dispatcher.wake
+        )
         self.scheduler = Scheduler(
             work=self._scheduled_work,
             upcoming=self.due.upcoming,
@@ -120,6 +125,7 @@ class Khma:
         self._spawn(self.engine.run(self.stop_event), "engine")
         self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
         self._spawn(self.scheduler.run(self.stop_event), "scheduler")
+        self._spawn(self.jobs.run(self.stop_event), "jobs")
         self._spawn(self._follow_schedule_changes(), "schedule changes")
         self.readiness.ready = True
         log.info("Khma is serving on %s:%s", self.settings.host, self.port)
@@ -170,11 +176,15 @@ class Khma:
         return queued
 
     async def _follow_schedule_changes(self) -> None:
-        """A staff member scheduled something in the chat: plan it now, not at the next resync."""
+        """A staff member scheduled something in the chat or queued a job: start what is due
+        now (a broadcast sent now) and plan the rest, outside the turn that asked."""
         while not self.stop_event.is_set():
             await rest(self.stop_event, self.engine.schedule_changed, timeout=60)
             if self.engine.schedule_changed.is_set():
                 self.engine.schedule_changed.clear()
+                self.jobs.wake()
+                if await self.scheduler.run_due():
+                    self.dispatcher.wake()
                 await self.scheduler.resync()
 
     def _spawn(self, work, name: str) -> None:

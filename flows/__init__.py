@@ -32,19 +32,20 @@ COMMANDS = {
 }
 # What a resident who has not finished choosing a language may still do.
 BEFORE_LANGUAGE = {"start", "language", "help"}
-# Staff commands: the permission each needs and the step it leads to. Anyone else who
-# types one simply gets the menu, so residents never see them.
+# Staff commands: the operation each leads to (its permission is in the one table,
+# bot/vocabulary/roles.py) and the step it starts at. Anyone whose role may not run it
+# simply gets the menu, so residents never see them.
 STAFF_COMMANDS = {
-    "broadcast": ("broadcast", FIRST_TEXT),
-    "broadcast_status": ("broadcast", "staff_broadcast.status"),
-    "broadcast_cancel": ("broadcast", "staff_broadcast.cancel"),
-    "status": ("answer", "staff.status"),
-    "answer": ("answer", "staff.answer"),
-    "stats": ("read", "staff.stats"),
+    "broadcast": ("broadcast.create", FIRST_TEXT),
+    "broadcast_status": ("broadcast.progress", "staff_broadcast.status"),
+    "broadcast_cancel": ("broadcast.cancel", "staff_broadcast.cancel"),
+    "status": ("report.status", "staff.status"),
+    "answer": ("question.answer", "staff.answer"),
+    "stats": ("stats", "staff.stats"),
     "export": ("export", "staff.export"),
-    # Coordinators read the list; managing events asks for "events" at each step.
-    "events": ("read", "staff_events.list"),
-    "campaigns": ("campaigns", "staff.campaigns"),
+    # Coordinators read the list; managing an event is asked of "event.load" and the rest.
+    "events": ("event.list", "staff_events.list"),
+    "campaigns": ("campaign.list", "staff.campaigns"),
 }
 # Buttons under notices work whatever the resident is doing: `prefix:argument`.
 GLOBAL_BUTTONS: dict[str, Callable[[Context, str], Outcome]] = {

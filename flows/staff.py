@@ -11,13 +11,13 @@ flows/staff_events.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from bot.vocabulary.i18n import Msg, _, ngettext
 from bot.vocabulary.languages import LANGUAGES
-from bot.vocabulary.messages import FILE_LIMIT
 from flows.core import (
+    TOO_LONG,
     Ask,
     Choice,
     Choose,
@@ -61,12 +61,57 @@ UPDATE_TEXT = _(
     "Write the update for “{code}”; followers get it in their language when one is given."
 )
 UPDATE_SENT = ngettext("Update sent to {n} follower.", "Update sent to {n} followers.")
+UPDATE_STARTED = _(
+    "The update for “{code}” is on its way to its followers; I will tell you how many it reached."
+)
+EXPORT_STARTED = _("Export started: I will send the file here when it is ready.")
+JOB_FAILED = _("Sorry, the work you started could not be finished. Please try again later.")
+NOT_ALLOWED = _("Your role does not allow this.")
+NO_LONGER = _("That can no longer be done: it changed in the meantime.")
+UNKNOWN_VALUE = _("I do not know “{value}”. Please check it and start again.")
+NOT_ACCEPTED = _("That cannot be used. Please check it and start again.")
+NOT_AN_ADDRESS = _(
+    "That is not a web address. Send one that starts with {scheme} and has no spaces, or tap "
+    "“Skip”."
+)
 
 
 def _argument(ctx: Context, key: str) -> None:
     """A command's argument (`/status KV-…`) arrives in this turn's facts; keep it."""
     if ctx.facts.get("argument"):
         ctx.data[key] = ctx.facts["argument"].strip()
+
+
+# --- refusals, as the operations give them (bot/outreach/operations/errors.py) --------
+
+
+def refusal_text(ctx: Context, refused: dict[str, Any]) -> str:
+    """One refusal in the staff member's language: who may not, what is not there, which
+    input cannot be used and why, or what changed in the meantime."""
+    error, reason = refused.get("error"), refused.get("reason")
+    if error == "not_allowed":
+        return ctx.t(NOT_ALLOWED)
+    if error == "not_found":
+        return ctx.t(NOT_FOUND, reference=refused.get("key", ""))
+    if error == "wrong_state":
+        return ctx.t(NO_LONGER)
+    if reason == "too_long":
+        return ctx.t(TOO_LONG, length=refused.get("value"), limit=refused.get("limit"))
+    if reason in ("time", "past"):
+        return ctx.t(BAD_TIME)
+    if reason == "address":
+        return ctx.t(NOT_AN_ADDRESS, scheme="https://")
+    if reason == "unknown" and refused.get("value"):
+        return ctx.t(UNKNOWN_VALUE, value=refused["value"])
+    return ctx.t(NOT_ACCEPTED)
+
+
+def refused(ctx: Context) -> Outcome | None:
+    """The operation's refusal said, and back to the menu; None when it went through."""
+    found = ctx.facts.get("refused")
+    if found is None:
+        return None
+    return Outcome(say=[say(refusal_text(ctx, found))], goto="menu.main")
 
 
 # --- pieces of the guided staff conversations ---------------------------------------
@@ -128,14 +173,14 @@ def status_ref_typed(ctx: Context) -> str:
 
 def status_chosen(ctx: Context, status: str) -> Outcome:
     args = {"reference": ctx.data["reference"], "status": status}
-    return Outcome(effects=[StaffAction("set_status", args)], goto="staff.status_done")
+    return Outcome(effects=[StaffAction("report.status", args)], goto="staff.status_done")
 
 
 def status_done(ctx: Context) -> Outcome:
-    reference = ctx.data["reference"]
-    if not ctx.facts["staff"]:
-        return Outcome(say=[say(ctx.t(NOT_FOUND, reference=reference))], goto="menu.main")
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     status = ctx.t(STATUS[ctx.facts["staff"]["status"]])
+    reference = ctx.facts["staff"]["reference"]
     return Outcome(
         say=[say(ctx.t(STATUS_SET, reference=reference, status=status))], goto="menu.main"
     )
@@ -146,7 +191,7 @@ def answer_start(ctx: Context) -> Outcome:
     if not ctx.data.get("reference"):
         return Outcome(goto="staff.answer_ref")
     return Outcome(
-        effects=[StaffAction("load_question", {"reference": ctx.data["reference"]})],
+        effects=[StaffAction("question.load", {"reference": ctx.data["reference"]})],
         goto="staff.answer_loaded",
     )
 
@@ -154,32 +199,36 @@ def answer_start(ctx: Context) -> Outcome:
 def answer_ref_typed(ctx: Context) -> Outcome:
     ctx.data["reference"] = ctx.data["typed"]["text"].strip().upper()
     return Outcome(
-        effects=[StaffAction("load_question", {"reference": ctx.data["reference"]})],
+        effects=[StaffAction("question.load", {"reference": ctx.data["reference"]})],
         goto="staff.answer_loaded",
     )
 
 
 def answer_loaded(ctx: Context) -> Outcome:
-    if not ctx.facts["staff"]:
-        return Outcome(
-            say=[say(ctx.t(NOT_FOUND, reference=ctx.data["reference"]))], goto="menu.main"
-        )
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     ctx.data["question"] = ctx.facts["staff"]["question"]
     return Outcome(goto="staff.answer_text")
 
 
 def answer_written(ctx: Context) -> Outcome:
     args = {"reference": ctx.data["reference"], "answer": ctx.data["answer"]["text"]}
-    return Outcome(effects=[StaffAction("answer_question", args)], goto="staff.answer_sent")
+    return Outcome(effects=[StaffAction("question.answer", args)], goto="staff.answer_done")
+
+
+def answer_done(ctx: Context) -> Outcome:
+    return refused(ctx) or Outcome(goto="staff.answer_sent")
 
 
 def faq_chosen(ctx: Context, choice: str) -> Outcome:
     if choice == "no":
         return Outcome(goto="menu.main")
     args = {"reference": ctx.data["reference"]}
-    return Outcome(
-        say=[say(ctx.t(PROMOTED))], effects=[StaffAction("promote", args)], goto="menu.main"
-    )
+    return Outcome(effects=[StaffAction("question.promote", args)], goto="staff.promoted")
+
+
+def promoted(ctx: Context) -> Outcome:
+    return refused(ctx) or Outcome(say=[say(ctx.t(PROMOTED))], goto="menu.main")
 
 
 # --- figures, lists, export ---------------------------------------------------------------
@@ -190,6 +239,8 @@ def stats(ctx: Context) -> Outcome:
 
 
 def stats_show(ctx: Context) -> Outcome:
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     found = ctx.facts["staff"]
     if not found["total"]:
         return Outcome(say=[say(ctx.t(NOTHING_THIS_WEEK))], goto="menu.main")
@@ -205,10 +256,12 @@ def stats_show(ctx: Context) -> Outcome:
 
 
 def campaigns_list(ctx: Context) -> Outcome:
-    return Outcome(effects=[StaffAction("list_campaigns")], goto="staff.campaigns_show")
+    return Outcome(effects=[StaffAction("campaign.list")], goto="staff.campaigns_show")
 
 
 def campaigns_show(ctx: Context) -> Outcome:
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     found = ctx.facts["staff"]
     if not found:
         return Outcome(say=[say(ctx.t(NO_CAMPAIGNS))], goto="menu.main")
@@ -223,27 +276,26 @@ def update_code_typed(ctx: Context) -> str:
 
 def update_written(ctx: Context) -> Outcome:
     args = {"code": ctx.data["code"], "texts": {ctx.t.lang: ctx.data["update"]["text"]}}
-    return Outcome(effects=[StaffAction("post_update", args)], goto="staff.update_sent")
+    return Outcome(effects=[StaffAction("campaign.update", args)], goto="staff.update_sent")
 
 
 def update_sent(ctx: Context) -> Outcome:
-    found = ctx.facts["staff"]
-    if found is None:
-        return Outcome(say=[say(ctx.t(NOT_FOUND, reference=ctx.data["code"]))], goto="menu.main")
-    return Outcome(say=[say(ctx.t(UPDATE_SENT, n=found["queued"]))], goto="menu.main")
+    """The update is queued; the count it reached follows as a notice (bot/outreach/jobs.py)."""
+    if (refusal := refused(ctx)) is not None:
+        return refusal
+    return Outcome(
+        say=[say(ctx.t(UPDATE_STARTED, code=ctx.facts["staff"]["code"]))], goto="menu.main"
+    )
 
 
 def export(ctx: Context) -> Outcome:
-    """Every channel gets the file: Telegram uploads it, Viber sends a short-lived link."""
+    """The export is written outside the turn; the file (Telegram) or a short-lived link
+    to it (Viber) follows as a notice when it is ready (bot/outreach/jobs.py)."""
     return Outcome(effects=[StaffAction("export")], goto="staff.export_done")
 
 
 def export_done(ctx: Context) -> Outcome:
-    found = ctx.facts["staff"]
-    if found.get("size", 0) > FILE_LIMIT:
-        return Outcome(say=[say(ctx.t(EXPORT_TOO_LARGE, count=found["count"]))], goto="menu.main")
-    reply = say(ctx.t(EXPORT_READY, count=found["count"]))
-    return Outcome(say=[replace(reply, document=found["document"])], goto="menu.main")
+    return refused(ctx) or Outcome(say=[say(ctx.t(EXPORT_STARTED))], goto="menu.main")
 
 
 staff = Flow(
@@ -269,6 +321,7 @@ staff = Flow(
         save="answer",
         on=answer_written,
     ),
+    Do("answer_done", answer_done),
     Choose(
         "answer_sent",
         lambda ctx: ctx.t(ANSWER_SENT, reference=ctx.data["reference"]),
@@ -276,6 +329,7 @@ staff = Flow(
         on=faq_chosen,
         columns=2,
     ),
+    Do("promoted", promoted),
     Do("stats", stats),
     Do("stats_show", stats_show),
     Do("campaigns", campaigns_list),

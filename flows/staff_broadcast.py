@@ -5,14 +5,14 @@ A broadcast is the longest staff conversation (a text per language, a picture or
 an audience with its filters, a preview, now or later), so it lives apart from the other
 staff commands in flows/staff.py, like the events in flows/staff_events.py, and is built
 from the same pieces: a skippable text step per language and the Tbilisi-time parsing.
-What it does reaches the engine as `StaffAction`s, which check the "broadcast"
-permission again (bot/staff_actions.py); who is reached is bot/outreach/audience.py's
-`Audience`, the same one the CLI fills in.
+What it does reaches the engine as `StaffAction`s naming the broadcast operations
+(bot/outreach/operations/broadcasts.py), which check the role and the input again, as they
+do for the CLI; who is reached is bot/outreach/audience.py's `Audience`, the same one the
+CLI fills in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +33,17 @@ from flows.core import (
     say,
 )
 from flows.onboarding import AGE_GROUPS, ENDONYMS, GENDERS, municipalities
-from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts, typed_number
+from flows.staff import (
+    BAD_TIME,
+    CANCEL,
+    NOT_AN_ADDRESS,
+    parse_moment,
+    refusal_text,
+    refused,
+    text_step,
+    texts,
+    typed_number,
+)
 from flows.staff_events import YES_CANCEL
 
 WRITE_TEXT = _("New broadcast. Write the text in {language}, or tap “Skip”.")
@@ -41,10 +51,6 @@ NO_TEXT = _("A broadcast needs a text in at least one language. Start again with
 ATTACH = _(
     "Add a picture or a link: send its address ({example}), or tap “Skip”. An address ending "
     "in {formats} goes out as the picture, any other as a link under the text."
-)
-NOT_AN_ADDRESS = _(
-    "That is not a web address. Send one that starts with {scheme} and has no spaces, or tap "
-    "“Skip”."
 )
 PICTURE_BY_ADDRESS = _(
     "Viber takes pictures only by their web address, so a picture sent here cannot reach "
@@ -118,15 +124,6 @@ ADDRESS_LIMIT = 512
 EXAMPLE_ADDRESS = "https://…"
 # A broadcast may still be stopped while it waits for its time or is being sent.
 CANCELLABLE = ("scheduled", "sending")
-
-
-@dataclass(frozen=True)
-class Preview:
-    per_channel: dict[str, int]
-    fallback: dict[str, int]
-    viber_outside_window: int
-    viber_price: float
-    quiet_hours: tuple[str, str] | None
 
 
 # --- the texts, then a picture or a link ------------------------------------------------
@@ -243,22 +240,33 @@ def _broadcast(ctx: Context) -> dict[str, Any]:
 
 def preview(ctx: Context) -> Outcome:
     args = {"texts": texts(ctx), "audience": audience(ctx)}
-    return Outcome(effects=[StaffAction("preview_broadcast", args)], goto="staff_broadcast.confirm")
+    return Outcome(
+        effects=[StaffAction("broadcast.preview", args)], goto="staff_broadcast.previewed"
+    )
+
+
+def previewed(ctx: Context) -> Outcome:
+    """The counts are kept with the conversation: Viber's keyboard pages show the question
+    (and so the preview) again in later turns."""
+    if (refusal := refused(ctx)) is not None:
+        return refusal
+    ctx.data["preview"] = ctx.facts["staff"]
+    return Outcome(goto="staff_broadcast.confirm")
 
 
 def preview_text(ctx: Context) -> str:
-    found: Preview = ctx.facts["staff"]
-    total = sum(found.per_channel.values())
+    found = ctx.data["preview"]
+    total = found["total"]
     channels = ", ".join(
-        f"{name.capitalize()} {count}" for name, count in found.per_channel.items()
+        f"{name.capitalize()} {count}" for name, count in found["per_channel"].items()
     )
     lines = [ctx.t(PREVIEW, n=total, channels=channels or "—")]
     if ctx.data.get("photo"):
         lines.append(ctx.t(PICTURE, url=ctx.data["photo"]))
     if ctx.data.get("link"):
         lines.append(ctx.t(LINK, url=ctx.data["link"]))
-    if found.fallback:
-        missing = ", ".join(ENDONYMS.get(lang, lang) for lang in found.fallback)
+    if found["fallback"]:
+        missing = ", ".join(ENDONYMS.get(lang, lang) for lang in found["fallback"])
         lines.append(
             ctx.t(
                 FALLBACK,
@@ -266,11 +274,13 @@ def preview_text(ctx: Context) -> str:
                 fallback=", ".join(ENDONYMS[lang] for lang in texts(ctx)),
             )
         )
-    if found.viber_outside_window:
-        cost = f"{found.viber_outside_window * found.viber_price:.2f}"
-        lines.append(ctx.t(VIBER_COST, count=found.viber_outside_window, cost=cost))
-    if found.quiet_hours:
-        lines.append(ctx.t(QUIET, start=found.quiet_hours[0], end=found.quiet_hours[1]))
+    outside = found["viber_outside_window"]
+    if outside:
+        cost = f"{outside * found['viber_price']:.2f}"
+        lines.append(ctx.t(VIBER_COST, count=outside, cost=cost))
+    if found["quiet_hours"]:
+        start, end = found["quiet_hours"]
+        lines.append(ctx.t(QUIET, start=start, end=end))
     return "\n".join(lines)
 
 
@@ -280,7 +290,7 @@ def confirmed(ctx: Context, choice: str) -> Outcome | str:
     if choice == "later":
         return "staff_broadcast.when"
     return Outcome(
-        effects=[StaffAction("create_broadcast", _broadcast(ctx))], goto="staff_broadcast.queued"
+        effects=[StaffAction("broadcast.create", _broadcast(ctx))], goto="staff_broadcast.queued"
     )
 
 
@@ -289,10 +299,12 @@ def scheduled(ctx: Context) -> Outcome:
     if moment is None:
         return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff_broadcast.when")
     args = {**_broadcast(ctx), "send_at": moment.isoformat()}
-    return Outcome(effects=[StaffAction("create_broadcast", args)], goto="staff_broadcast.queued")
+    return Outcome(effects=[StaffAction("broadcast.create", args)], goto="staff_broadcast.queued")
 
 
 def queued(ctx: Context) -> Outcome:
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     created = ctx.facts["staff"]
     if created.get("send_at"):
         when = ctx.t.datetime(datetime.fromisoformat(created["send_at"]))
@@ -331,13 +343,17 @@ def number_typed(ctx: Context) -> str:
 
 def load(ctx: Context) -> Outcome:
     args = {"id": ctx.data["broadcast_id"]}
-    return Outcome(effects=[StaffAction("broadcast_progress", args)], goto="staff_broadcast.loaded")
+    return Outcome(effects=[StaffAction("broadcast.progress", args)], goto="staff_broadcast.loaded")
 
 
 def loaded(ctx: Context) -> Outcome:
     found = ctx.facts["staff"]
     if found is None:
-        text = ctx.t(NO_BROADCAST, id=ctx.data["broadcast_id"])
+        refusal = ctx.facts["refused"]
+        if refusal["error"] == "not_found":
+            text = ctx.t(NO_BROADCAST, id=ctx.data["broadcast_id"])
+        else:
+            text = refusal_text(ctx, refusal)
         return Outcome(say=[say(text)], goto="menu.main")
     ctx.data["broadcast"] = found
     if found["status"] not in CANCELLABLE:
@@ -376,7 +392,7 @@ def cancel_confirmed(ctx: Context, choice: str) -> Outcome:
         return Outcome(goto="staff_broadcast.load")
     args = {"id": ctx.data["broadcast_id"]}
     return Outcome(
-        effects=[StaffAction("cancel_broadcast", args)], goto="staff_broadcast.cancelled"
+        effects=[StaffAction("broadcast.cancel", args)], goto="staff_broadcast.cancelled"
     )
 
 
@@ -384,8 +400,10 @@ def cancelled(ctx: Context) -> Outcome:
     """What stopping did; the broadcast may have finished, or been cancelled by another
     staff member, between the question and the answer."""
     found = ctx.facts["staff"]
-    if found is None:
+    if found is None and ctx.facts["refused"]["error"] in ("wrong_state", "not_found"):
         text = ctx.t(NOT_CANCELLABLE, id=ctx.data["broadcast_id"])
+    elif found is None:
+        text = refusal_text(ctx, ctx.facts["refused"])
     elif found["was"] == "scheduled":
         text = ctx.t(CANCELLED_SCHEDULED, id=found["id"])
     else:
@@ -442,6 +460,7 @@ staff_broadcast = Flow(
     Ask("campaign", WHICH_CAMPAIGN, save="campaign", on=lambda ctx: "staff_broadcast.preview"),
     Ask("event", WHICH_EVENT, save="event", on=lambda ctx: "staff_broadcast.preview"),
     Do("preview", preview),
+    Do("previewed", previewed),
     Choose(
         "confirm",
         preview_text,

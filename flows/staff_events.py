@@ -38,7 +38,16 @@ from flows.core import (
 from flows.events import DETAILS
 from flows.menu import EVENTS
 from flows.onboarding import ENDONYMS, municipalities
-from flows.staff import BAD_TIME, CANCEL, parse_moment, text_step, texts, typed_number
+from flows.staff import (
+    BAD_TIME,
+    CANCEL,
+    parse_moment,
+    refusal_text,
+    refused,
+    text_step,
+    texts,
+    typed_number,
+)
 
 EVENT_LINE = _("#{id} {title} · {when} · going: {going}")
 NO_EVENTS = _("No upcoming events yet.")
@@ -86,6 +95,14 @@ CONFIRM_CANCEL = ngettext(
     "Cancel “{title}” on {when}? {n} registered residents will be told.",
 )
 YES_CANCEL = _("Yes, cancel it")
+MOVING = _(
+    "Event #{id} now starts {when}. Everyone registered is being told; I will let you know "
+    "when they have been."
+)
+CANCELLING = _(
+    "Event #{id} is cancelled. Everyone registered is being told; I will let you know when "
+    "they have been."
+)
 CANCELLED = ngettext(
     "Event #{id} is cancelled. {n} registered resident was told.",
     "Event #{id} is cancelled. {n} registered residents were told.",
@@ -100,7 +117,8 @@ FIRST_TITLE = f"staff_events.title_{LANGUAGES[0]}"
 
 
 def _manages(ctx: Context) -> bool:
-    return can(ctx.profile.staff_role, "events")
+    """Whether to offer managing at all; each operation checks the role again."""
+    return can(ctx.profile.staff_role, "event.load")
 
 
 def _when(moment: str) -> datetime:
@@ -116,7 +134,7 @@ def start(ctx: Context) -> Outcome:
     if number is not None and _manages(ctx):
         ctx.data["event_id"] = number
         return Outcome(goto="staff_events.load")
-    return Outcome(effects=[StaffAction("list_events")], goto="staff_events.listed")
+    return Outcome(effects=[StaffAction("event.list")], goto="staff_events.listed")
 
 
 def _lines(ctx: Context) -> list[str]:
@@ -133,6 +151,8 @@ def _lines(ctx: Context) -> list[str]:
 
 
 def listed(ctx: Context) -> Outcome:
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     ctx.data["events"] = list(ctx.facts["staff"])
     if _manages(ctx):
         return Outcome(goto="staff_events.show")
@@ -284,11 +304,13 @@ def confirmed(ctx: Context, choice: str) -> Outcome:
     if choice != "create":
         return Outcome(say=[say(ctx.t(NOT_CREATED))], goto="menu.main")
     return Outcome(
-        effects=[StaffAction("create_event", _new_event(ctx))], goto="staff_events.created"
+        effects=[StaffAction("event.create", _new_event(ctx))], goto="staff_events.created"
     )
 
 
 def created(ctx: Context) -> Outcome:
+    if (refusal := refused(ctx)) is not None:
+        return refusal
     text = ctx.t(CREATED, id=ctx.facts["staff"]["id"], events=ctx.t(EVENTS))
     return Outcome(say=[say(text)], goto="menu.main")
 
@@ -300,10 +322,14 @@ def load(ctx: Context) -> Outcome:
     if not _manages(ctx):
         return Outcome(goto="menu.main")
     args = {"id": ctx.data["event_id"]}
-    return Outcome(effects=[StaffAction("load_event", args)], goto="staff_events.loaded")
+    return Outcome(effects=[StaffAction("event.load", args)], goto="staff_events.loaded")
 
 
 def _closed(ctx: Context) -> Outcome:
+    """No event to manage: not there, over or cancelled (by someone else meanwhile, too)."""
+    refusal = ctx.facts.get("refused")
+    if refusal is not None and refusal["error"] not in ("not_found", "wrong_state"):
+        return Outcome(say=[say(refusal_text(ctx, refusal))], goto="menu.main")
     return Outcome(say=[say(ctx.t(NOT_OPEN, id=ctx.data["event_id"]))], goto="menu.main")
 
 
@@ -339,16 +365,16 @@ def new_time_typed(ctx: Context) -> Outcome:
     if moment is None:
         return Outcome(say=[say(ctx.t(BAD_TIME))], goto="staff_events.new_time")
     args = {"id": ctx.data["event_id"], "starts_at": moment.isoformat()}
-    return Outcome(effects=[StaffAction("move_event", args)], goto="staff_events.moved")
+    return Outcome(effects=[StaffAction("event.move", args)], goto="staff_events.moved")
 
 
 def moved(ctx: Context) -> Outcome:
+    """Moved; everyone registered is told by a job, and staff then hear how many were."""
     found = ctx.facts["staff"]
     if found is None:
         return _closed(ctx)
     when = ctx.t.datetime(_when(found["starts_at"]))
-    text = ctx.t(MOVED, id=found["id"], when=when, n=found["told"])
-    return Outcome(say=[say(text)], goto="menu.main")
+    return Outcome(say=[say(ctx.t(MOVING, id=found["id"], when=when))], goto="menu.main")
 
 
 def cancel_prompt(ctx: Context) -> str:
@@ -361,14 +387,14 @@ def cancel_confirmed(ctx: Context, choice: str) -> Outcome | str:
     if choice != "yes":
         return "staff_events.manage"
     args = {"id": ctx.data["event_id"]}
-    return Outcome(effects=[StaffAction("cancel_event", args)], goto="staff_events.cancelled")
+    return Outcome(effects=[StaffAction("event.cancel", args)], goto="staff_events.cancelled")
 
 
 def cancelled(ctx: Context) -> Outcome:
     found = ctx.facts["staff"]
     if found is None:
         return _closed(ctx)
-    return Outcome(say=[say(ctx.t(CANCELLED, id=found["id"], n=found["told"]))], goto="menu.main")
+    return Outcome(say=[say(ctx.t(CANCELLING, id=found["id"]))], goto="menu.main")
 
 
 staff_events = Flow(

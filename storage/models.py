@@ -355,3 +355,30 @@ class FaqEntry(Base):
         BigId, ForeignKey("reports.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """Heavy staff work queued by a turn or the CLI and run outside it by the job worker
+    (bot/outreach/jobs.py): an export, telling everyone registered that an event moved,
+    a campaign update. A job left `running` by a process that died is taken again once
+    `run_after` (its lease) has passed."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_due", "status", "run_after", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who asked, to be told the result in their language (none for the CLI).
+    notify_channel: Mapped[str | None] = mapped_column(String(16))
+    notify_address: Mapped[str | None] = mapped_column(String(256))
+    language: Mapped[str | None] = mapped_column(String(8))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The exception's class only: never a message that could hold personal data.
+    error: Mapped[str | None] = mapped_column(String(128))
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

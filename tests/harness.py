@@ -25,7 +25,7 @@ from flows.content import load_content
 from flows.core import SKIP
 from flows.onboarding import AGREE, ENDONYMS
 from storage.db import Database
-from storage.models import InboxEvent, OutboxMessage, utcnow
+from storage.models import InboxEvent, Job, OutboxMessage, utcnow
 from tests.fakes.telegram_api import SentMessage, TelegramStandIn
 from tests.fakes.viber_api import ViberSent, ViberStandIn
 
@@ -94,12 +94,16 @@ async def quiet(db: Database, api: TelegramStandIn | None, timeout: float = 10.0
                 .select_from(OutboxMessage)
                 .where(OutboxMessage.status.in_(("pending", "sending")))
             )
-        if unconfirmed == 0 and inbox == 0 and outbox == 0:
+            # Staff work queued by a turn (an export, event notices) and its result notice.
+            jobs = await session.scalar(
+                select(func.count()).select_from(Job).where(Job.status.in_(("pending", "running")))
+            )
+        if unconfirmed == 0 and inbox == 0 and outbox == 0 and jobs == 0:
             return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(
                 f"bot did not go quiet: {unconfirmed} unconfirmed updates, "
-                f"{inbox} unprocessed events, {outbox} unsent replies"
+                f"{inbox} unprocessed events, {outbox} unsent replies, {jobs} unfinished jobs"
             )
         await asyncio.sleep(0.02)
 

@@ -28,7 +28,7 @@ from bot.web.export_links import ExportLinks
 from flows.content import load_content
 from flows.menu import REPORT, WHAT_NEXT
 from flows.report import ANONYMOUS, CATEGORY_LABELS, SUBMIT
-from flows.staff import EXPORT_READY
+from flows.staff import EXPORT_READY, EXPORT_STARTED
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.fakes.viber_api import ViberStandIn
 from tests.harness import TOKEN, Resident, ViberUser, onboard, running_khma
@@ -69,11 +69,12 @@ async def test_viber_coordinator_gets_the_export_as_a_short_lived_link(db, tmp_p
         tamar = ViberUser(api, db, khma, user_id="coordinator-01234567A=", language="ka")
         ka = await onboard(tamar, "ka")
 
-        [ready, document, menu] = await tamar.says("/export")
+        [started, menu, ready, document] = await tamar.says("/export")
+        assert started.text == ka(EXPORT_STARTED), "at once: the export is written outside"
+        assert menu.text == ka(WHAT_NEXT) and menu.buttons, "the menu stays under the field"
         assert ready.type == "text" and ready.text == ka(EXPORT_READY, count=1)
         assert document.type == "file" and document.media.startswith(PUBLIC)
         assert SHOWN_NAME.fullmatch(document.body["file_name"]), "no secret in the shown name"
-        assert menu.text == ka(WHAT_NEXT) and menu.buttons, "the menu stays under the field"
 
         link = urlsplit(document.media).path
         status, headers, body = await fetch(khma.port, link)
@@ -103,7 +104,7 @@ async def test_viber_coordinator_gets_the_export_as_a_short_lived_link(db, tmp_p
         status, _headers, _body = await fetch(khma.port, link)
         assert status == 404, "a day-old link no longer works"
 
-        [_ready, again, _menu] = await tamar.says("/export")
+        [_started, _menu, _ready, again] = await tamar.says("/export")
         assert again.media != document.media
         assert not written.exists(), "the expired export was deleted"
         assert (folder / "notes.csv").exists(), "only exports are ever deleted"
@@ -120,7 +121,7 @@ async def test_export_links_follow_the_configured_hours(db, tmp_path: Path) -> N
             await add_staff(session, "viber", "coordinator-01234567A=", "Tamar", "coordinator")
         tamar = ViberUser(api, db, khma, user_id="coordinator-01234567A=", language="ru")
         ru = await onboard(tamar, "ru")
-        [ready, document, _menu] = await tamar.says("/export")
+        [_started, _menu, ready, document] = await tamar.says("/export")
         assert ready.text == ru(EXPORT_READY, count=0)
         link = urlsplit(document.media).path
         [written] = folder.iterdir()
@@ -142,7 +143,8 @@ async def test_telegram_coordinator_gets_the_file_and_no_link_is_served(db, tmp_
         nana = Resident(api, db, chat_id=990, language_code="hy", first_name="Nana")
         hy = await onboard(nana, "hy")
 
-        [document, _menu] = await nana.says("/export")
+        [started, _menu, document] = await nana.says("/export")
+        assert started.text == hy(EXPORT_STARTED)
         assert document.method == "sendDocument"
         assert document.caption == hy(EXPORT_READY, count=0)
         [written] = folder.iterdir()

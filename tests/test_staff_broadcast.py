@@ -54,7 +54,6 @@ from flows.staff_broadcast import (
     WHICH_GENDER,
     WHO,
     WRITE_TEXT,
-    Preview,
     is_picture,
     web_address,
 )
@@ -132,7 +131,7 @@ class Staff:
     async def _apply(self, effect: Effect, ctx: Context) -> None:
         assert isinstance(effect, StaffAction), effect
         self.actions.append(effect)
-        ctx.facts["staff"] = self.answers[effect.name]
+        ctx.facts["staff"] = self.answers[effect.name.replace(".", "_")]
 
     async def send(self, kind: Kind = Kind.TEXT, **fields: Any) -> list[Reply]:
         inbound = Inbound(channel="telegram", address="1", external_id="x", kind=kind, **fields)
@@ -149,12 +148,20 @@ class Staff:
         return await self.send(Kind.BUTTON, payload=choice)
 
 
-def preview(total: int) -> Preview:
-    return Preview({"telegram": total}, {}, 0, 0.0, None)
+def preview(total: int) -> dict[str, Any]:
+    """A `broadcast.preview` result as the chat's front end hands it to the flow."""
+    return {
+        "total": total,
+        "per_channel": {"telegram": total},
+        "fallback": {},
+        "viber_outside_window": 0,
+        "viber_price": 0.0,
+        "quiet_hours": None,
+    }
 
 
 async def test_the_picture_step_says_what_it_needs_and_asks_again() -> None:
-    staff = Staff("ru", preview_broadcast=preview(3), create_broadcast={"id": 5})
+    staff = Staff("ru", broadcast_preview=preview(3), broadcast_create={"id": 5})
     [first] = await staff.says("/broadcast")
     assert first.text == staff.t(WRITE_TEXT, language=ENDONYMS["ka"])
     await staff.taps("skip")
@@ -175,12 +182,12 @@ async def test_the_picture_step_says_what_it_needs_and_asks_again() -> None:
     assert staff.t(PICTURE, url=PICTURE_URL) in shown.text
     await staff.taps("now")
     created = staff.actions[-1]
-    assert created.name == "create_broadcast"
+    assert created.name == "broadcast.create"
     assert (created.args["photo"], created.args["link"]) == (PICTURE_URL, None)
 
 
 async def test_gender_and_age_group_use_the_onboarding_answers() -> None:
-    staff = Staff("ka", preview_broadcast=preview(0))
+    staff = Staff("ka", broadcast_preview=preview(0))
     await staff.says("/broadcast")
     await staff.says("ხვალ შეხვედრაა.")
     for _ in range(3):
@@ -226,7 +233,7 @@ async def test_broadcast_cancel_asks_first_and_says_what_was_not_sent() -> None:
     staff = Staff(
         "hy",
         broadcast_progress=sending,
-        cancel_broadcast={"id": 7, "was": "sending", "not_sent": 40},
+        broadcast_cancel={"id": 7, "was": "sending", "not_sent": 40},
     )
     [confirm] = await staff.says("/broadcast_cancel #7")
     assert confirm.text == staff.t(CONFIRM_SENDING, id=7, n=40)
@@ -242,9 +249,9 @@ async def test_broadcast_cancel_asks_first_and_says_what_was_not_sent() -> None:
     [stopped, _menu] = await staff.taps("yes")
     assert stopped.text == staff.t(CANCELLED_SENDING, id=7, n=40)
     assert [a.name for a in staff.actions] == [
-        "broadcast_progress",
-        "broadcast_progress",
-        "cancel_broadcast",
+        "broadcast.progress",
+        "broadcast.progress",
+        "broadcast.cancel",
     ]
     assert staff.actions[-1].args == {"id": 7}
 

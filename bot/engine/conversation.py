@@ -111,9 +111,9 @@ class Conversation:
             if command.name == "start":
                 return self._restart(ctx, inbound, command.argument)
             if command.name in STAFF_COMMANDS:
-                permission, target = STAFF_COMMANDS[command.name]
+                operation, target = STAFF_COMMANDS[command.name]
                 ctx.data.clear()
-                if not can(ctx.profile.staff_role, permission):
+                if not can(ctx.profile.staff_role, operation):
                     return Outcome(goto="menu.main")
                 ctx.facts["argument"] = command.argument
                 return Outcome(goto=target)

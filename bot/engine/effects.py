@@ -16,11 +16,11 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from bot.engine.staff_actions import PERMISSION, StaffActions
+from bot.engine import staff_actions
 from bot.outreach import campaigns, events, faq, loop
+from bot.outreach.operations.request import Actor, Request
 from bot.vocabulary.i18n import Translator
 from bot.vocabulary.messages import Inbound
-from bot.vocabulary.roles import can
 from flows.campaigns import CampaignView
 from flows.content import Content
 from flows.core import (
@@ -156,19 +156,21 @@ class Effects:
                     session, report_id, resident.id, answer, ctx.now
                 )
             case StaffAction(name=name, args=args):
-                if not can(self.staff_role, PERMISSION[name]):
-                    raise PermissionError(f"{self.staff_role} may not {name}")
-                actions = StaffActions(
+                request = Request(
                     session,
-                    self.db,
                     self.settings,
                     self.content,
+                    Actor(
+                        role=self.staff_role,
+                        name=self.identity.display_name or self.identity.address,
+                        channel=self.identity.channel,
+                        address=self.identity.address,
+                        language=ctx.t.lang,
+                    ),
                     ctx.now,
-                    ctx.t.lang,
-                    self.identity.display_name or self.identity.address,
                 )
-                ctx.facts["staff"] = await actions.run(name, args)
-                self.schedule_changed = self.schedule_changed or actions.schedule_changed
+                await staff_actions.run(request, name, args, ctx.facts)
+                self.schedule_changed = self.schedule_changed or request.schedule_changed
 
     async def _events(self, ctx: Context) -> list[EventView]:
         resident = self.identity.resident

@@ -124,17 +124,41 @@ async def change(
     if place is not None:
         event.place = place
     event.version += 1
+    return await announce_change(
+        session,
+        event,
+        cancelled=cancel,
+        old_start=old_start,
+        now=now,
+        fallback=fallback,
+        tz_name=tz_name,
+    )
+
+
+async def announce_change(
+    session: AsyncSession,
+    event: Event,
+    *,
+    cancelled: bool,
+    old_start: datetime,
+    now: datetime,
+    fallback: tuple[str, ...],
+    tz_name: str,
+) -> int:
+    """Tell everyone going that the event moved (to its time and place now) or was
+    cancelled; at most once per resident and change (`event.version`), so a rerun after
+    a crash tells nobody twice. Returns how many were told now."""
     moved_to, place_now = event.starts_at, event.place
 
     def render(t: Translator) -> Reply:
         title = title_in(event, t.lang, fallback)
-        if cancel:
+        if cancelled:
             return notices.event_cancelled(t, title, old_start)
         return notices.event_moved(t, title, moved_to, place_now)
 
     return await enqueue_many(
         session,
-        _attendees(event_id),
+        _attendees(event.id),
         render,
         now=now,
         kind="event",
