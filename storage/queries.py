@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Select, Update, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, contains_eager, selectinload
 
-from storage.models import Identity, InboxEvent, OutboxMessage, Report, Resident
+from storage.models import Identity, InboxEvent, OutboxMessage, Report, Resident, StaffMember
 
 
 async def identity_for(session: AsyncSession, channel: str, address: str) -> Identity | None:
@@ -39,6 +40,78 @@ async def next_inbox_event(session: AsyncSession) -> InboxEvent | None:
         .with_for_update(skip_locked=True)
     )
     return (await session.execute(query)).scalar_one_or_none()
+
+
+def pending_heads(limit: int) -> Select:
+    """The oldest pending event of up to `limit` conversations, each the conversation's first:
+    events of different residents, which may be processed side by side. A plain read with no
+    lock: `take_event` decides, inside the turn's transaction, who processes an event."""
+    earlier = aliased(InboxEvent)
+    blocked = exists().where(
+        earlier.channel == InboxEvent.channel,
+        earlier.address == InboxEvent.address,
+        earlier.status == "pending",
+        earlier.id < InboxEvent.id,
+    )
+    return (
+        select(InboxEvent.id, InboxEvent.payload)
+        .where(InboxEvent.status == "pending", ~blocked)
+        .order_by(InboxEvent.id)
+        .limit(limit)
+    )
+
+
+def take_event(event_id: int, now: datetime, kind: str) -> Update:
+    """Mark an event done as the first statement of its turn: the row stays locked until the
+    turn commits (or rolls back, leaving it pending), and a process that finds it locked or
+    already done updates nothing and leaves it alone. Only the kind of event is kept."""
+    still_pending = (
+        select(InboxEvent.id)
+        .where(InboxEvent.id == event_id, InboxEvent.status == "pending")
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(InboxEvent)
+        .where(InboxEvent.id == still_pending)
+        .values(status="done", processed_at=now, payload={"kind": kind})
+    )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Who is writing, loaded for a turn in one statement."""
+
+    identity: Identity | None
+    staff_role: str | None
+    has_held: bool
+
+
+async def conversation_for(session: AsyncSession, channel: str, address: str) -> Conversation:
+    """The identity (locked for the turn) with its resident, the staff role of the address and
+    whether the platform held messages back for it: one statement instead of four."""
+    role = (
+        select(StaffMember.role)
+        .where(StaffMember.channel == channel, StaffMember.address == address)
+        .scalar_subquery()
+    )
+    held = exists().where(
+        OutboxMessage.channel == channel,
+        OutboxMessage.address == address,
+        OutboxMessage.status == "held",
+    )
+    query = (
+        select(Identity, role.label("staff_role"), held.label("has_held"))
+        .join(Identity.resident)
+        .options(contains_eager(Identity.resident))
+        .where(Identity.channel == channel, Identity.address == address)
+        .with_for_update(of=Identity, key_share=True)
+    )
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        staff_role = await session.scalar(select(role))
+        return Conversation(None, staff_role, False)
+    return Conversation(row[0], row[1], bool(row[2]))
 
 
 async def reports_of(session: AsyncSession, resident_id: int, limit: int = 20) -> list[Report]:
