@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Update, exists, select, update
+from sqlalchemy import Select, Update, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, contains_eager, selectinload
 
@@ -42,10 +42,7 @@ async def next_inbox_event(session: AsyncSession) -> InboxEvent | None:
     return (await session.execute(query)).scalar_one_or_none()
 
 
-def pending_heads(limit: int) -> Select:
-    """The oldest pending event of up to `limit` conversations, each the conversation's first:
-    events of different residents, which may be processed side by side. A plain read with no
-    lock: `take_event` decides, inside the turn's transaction, who processes an event."""
+def _pending_heads() -> Select:
     earlier = aliased(InboxEvent)
     blocked = exists().where(
         earlier.channel == InboxEvent.channel,
@@ -57,25 +54,36 @@ def pending_heads(limit: int) -> Select:
         select(InboxEvent.id, InboxEvent.payload)
         .where(InboxEvent.status == "pending", ~blocked)
         .order_by(InboxEvent.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
 
 
-def take_event(event_id: int, now: datetime, kind: str) -> Update:
-    """Mark an event done as the first statement of its turn: the row stays locked until the
-    turn commits (or rolls back, leaving it pending), and a process that finds it locked or
-    already done updates nothing and leaves it alone. Only the kind of event is kept."""
+# The statements of every turn are built once: building one costs more CPU than running it.
+PENDING_HEADS = _pending_heads()
+"""The oldest pending event of up to `limit` conversations, each the conversation's first:
+events of different residents, which may be processed side by side. A plain read with no
+lock: `TAKE_EVENT` decides, inside the turn's transaction, who processes an event."""
+
+
+def _take_event() -> Update:
+    inbox = InboxEvent.__table__
     still_pending = (
-        select(InboxEvent.id)
-        .where(InboxEvent.id == event_id, InboxEvent.status == "pending")
+        select(inbox.c.id)
+        .where(inbox.c.id == bindparam("event_id"), inbox.c.status == "pending")
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     return (
-        update(InboxEvent)
-        .where(InboxEvent.id == still_pending)
-        .values(status="done", processed_at=now, payload={"kind": kind})
+        update(inbox)
+        .where(inbox.c.id == still_pending)
+        .values(status="done", processed_at=bindparam("now"), payload=bindparam("kept"))
     )
+
+
+TAKE_EVENT = _take_event()
+"""Mark an event done (`event_id`, `now`, `kept`: what is kept of its payload) as the first
+statement of its turn: the row stays locked until the turn commits (or rolls back, leaving it
+pending), and a process that finds it locked or already done updates nothing and leaves it."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +95,8 @@ class Conversation:
     has_held: bool
 
 
-async def conversation_for(session: AsyncSession, channel: str, address: str) -> Conversation:
-    """The identity (locked for the turn) with its resident, the staff role of the address and
-    whether the platform held messages back for it: one statement instead of four."""
+def _conversation() -> tuple[Select, Select]:
+    channel, address = bindparam("channel"), bindparam("address")
     role = (
         select(StaffMember.role)
         .where(StaffMember.channel == channel, StaffMember.address == address)
@@ -107,10 +114,19 @@ async def conversation_for(session: AsyncSession, channel: str, address: str) ->
         .where(Identity.channel == channel, Identity.address == address)
         .with_for_update(of=Identity, key_share=True)
     )
-    row = (await session.execute(query)).one_or_none()
+    return query, select(role)
+
+
+_CONVERSATION, _STAFF_ROLE = _conversation()
+
+
+async def conversation_for(session: AsyncSession, channel: str, address: str) -> Conversation:
+    """The identity (locked for the turn) with its resident, the staff role of the address and
+    whether the platform held messages back for it: one statement instead of four."""
+    where = {"channel": channel, "address": address}
+    row = (await session.execute(_CONVERSATION, where)).one_or_none()
     if row is None:
-        staff_role = await session.scalar(select(role))
-        return Conversation(None, staff_role, False)
+        return Conversation(None, await session.scalar(_STAFF_ROLE, where), False)
     return Conversation(row[0], row[1], bool(row[2]))
 
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 WELCOME_WAIT = 5.0
 # Pending events read at a time, at most one per conversation.
 HEADS = 50
+# Replies go in with one Core statement (the ORM's bulk path costs more than the insert).
+OUTBOX_INSERT = insert(OutboxMessage.__table__)
 # Turns of different residents run side by side on PostgreSQL (row locks keep them apart);
 # SQLite has one writer, so there they run one at a time.
 CONCURRENT_TURNS = 8
@@ -200,7 +202,7 @@ class Engine:
 
         The read runs outside any transaction (nothing to commit); each turn is its own."""
         async with self._reads.connect() as connection:
-            heads = (await connection.execute(queries.pending_heads(limit))).all()
+            heads = (await connection.execute(queries.PENDING_HEADS, {"limit": limit})).all()
         if not heads:
             return 0, False
         if self.db.is_sqlite:
@@ -240,7 +242,9 @@ class Engine:
         The first statement marks the event done (committed with the turn, or not at all);
         if it changes no row, another process has the event and this one leaves it."""
         now = self.clock()
-        taken = await session.execute(queries.take_event(event_id, now, inbound.kind.value))
+        taken = await session.execute(
+            queries.TAKE_EVENT, {"event_id": event_id, "now": now, "kept": {"kind": inbound.kind}}
+        )
         if taken.rowcount != 1:
             return False
         caller = await queries.conversation_for(session, inbound.channel, inbound.address)
@@ -305,7 +309,7 @@ class Engine:
         if replies:
             # One Core statement for every reply (the identity's changes flush before it).
             await session.execute(
-                insert(OutboxMessage),
+                OUTBOX_INSERT,
                 [
                     {
                         "channel": inbound.channel,
