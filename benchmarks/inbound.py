@@ -36,6 +36,8 @@ Run:  .venv/bin/python -m benchmarks.inbound [--residents 50] [--messages 2000]
 from __future__ import annotations
 
 import argparse
+import builtins
+import functools
 import asyncio
 import json
 import logging
@@ -463,7 +465,9 @@ def _khma_env(api: TelegramStandIn, store: Store, port: int, webhook: bool) -> d
     }
     if webhook:
         env |= {
-            "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}/webhooks/telegram",
+            # Registered at the stand-in (which wants https, as Telegram does) but never
+            # called: the stand-in posts to each process's port itself, round-robin.
+            "TELEGRAM_WEBHOOK_URL": "https://khma.example.org/webhooks/telegram",
             "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
     return env
@@ -506,7 +510,8 @@ def _split(counts: Counter[str], messages: int) -> str:
     return parts or "-"
 
 
-def report(runs: list[Run], options: Options) -> None:
+def report(runs: list[Run], options: Options, file: Any = None) -> None:
+    print = functools.partial(builtins.print, file=file or sys.stdout)  # noqa: A001
     print()
     print(
         f"{options.residents} residents; burst {options.messages} messages queued at once; "
@@ -571,7 +576,11 @@ async def bench(options: Options) -> None:
             work.close()
             continue
         print(f"running {key} ...", file=sys.stderr, flush=True)
-        runs.extend(await work)
+        try:
+            runs.extend(await work)
+        except Exception as error:  # report what was measured; say what was not
+            print(f"{key} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        report(runs, options, file=sys.stderr)
     report(runs, options)
 
 

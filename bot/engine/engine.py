@@ -1,10 +1,18 @@
 """The engine: store what arrives, then run the conversation in one transaction.
 
 `accept` makes an inbound event durable (and drops duplicates) before any
-platform is told it arrived. `process_pending` then takes stored events in
-order and, per event, commits the new conversation state, whatever records the
-step produced and every reply (as outbox rows) together: a crash at any point
-leaves either all of it or none of it, and the event is still in the inbox.
+platform is told it arrived; `accept_many` stores a whole `getUpdates` answer in
+one transaction. The processing loop then takes stored events in order and, per
+event, commits the new conversation state, whatever records the step produced
+and every reply (as outbox rows) together: a crash at any point leaves either
+all of it or none of it, and the event is still in the inbox.
+
+A round reads the oldest pending event of up to `HEADS` conversations (never two
+of one resident, so each resident's events stay in order) and runs their turns:
+side by side on PostgreSQL, one by one on SQLite. A turn is four statements and
+one commit: mark the event done (skipping it if another process has it), load
+identity, resident, staff role and held messages, write the identity, insert
+the replies.
 """
 
 from __future__ import annotations
