@@ -36,9 +36,9 @@ Run:  .venv/bin/python -m benchmarks.inbound [--residents 50] [--messages 2000]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import builtins
 import functools
-import asyncio
 import json
 import logging
 import os
@@ -511,7 +511,7 @@ def _split(counts: Counter[str], messages: int) -> str:
 
 
 def report(runs: list[Run], options: Options, file: Any = None) -> None:
-    print = functools.partial(builtins.print, file=file or sys.stdout)  # noqa: A001
+    print = functools.partial(builtins.print, file=file or sys.stdout)
     print()
     print(
         f"{options.residents} residents; burst {options.messages} messages queued at once; "
