@@ -9,7 +9,8 @@ TEST_STAMP := $(VENV)/.installed-test
 # Tests run in this many processes (pytest-xdist); each test has its own database.
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint format migrate translations extract update-translations chat clean benchmark
+.PHONY: run test lint format migrate translations extract update-translations chat clean benchmark \
+	benchmark-inbound
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,10 @@ test: $(TEST_STAMP) translations
 ## Broadcast to 10,000 stand-in residents and print the figures (minutes; not part of CI).
 benchmark: $(TEST_STAMP) translations
 	$(PY) -m benchmarks.broadcast $(ARGS)
+
+## Residents' messages answered per second: Khma against a bare echo bot (minutes; not CI).
+benchmark-inbound: $(TEST_STAMP) translations
+	$(PY) -m benchmarks.inbound $(ARGS)
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .

@@ -53,7 +53,9 @@ class Khma:
         self.content = load_content(settings.active_municipalities)
         self.engine = Engine(self.db, settings, self.content, clock=clock)
         self.telegram = (
-            TelegramChannel(settings, self.engine.accept) if settings.telegram_token else None
+            TelegramChannel(settings, self.engine.accept, self.engine.accept_many)
+            if settings.telegram_token
+            else None
         )
         self.viber = ViberChannel(settings, self.engine) if settings.viber_token else None
         channels: dict[str, Channel] = {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import Select, Update, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, contains_eager, selectinload
 
-from storage.models import Identity, InboxEvent, OutboxMessage, Report, Resident
+from storage.models import Identity, InboxEvent, OutboxMessage, Report, Resident, StaffMember
 
 
 async def identity_for(session: AsyncSession, channel: str, address: str) -> Identity | None:
@@ -42,6 +43,94 @@ async def next_inbox_event(session: AsyncSession) -> InboxEvent | None:
         .with_for_update(skip_locked=True)
     )
     return (await session.execute(query)).scalar_one_or_none()
+
+
+def _pending_heads() -> Select:
+    earlier = aliased(InboxEvent)
+    blocked = exists().where(
+        earlier.channel == InboxEvent.channel,
+        earlier.address == InboxEvent.address,
+        earlier.status == "pending",
+        earlier.id < InboxEvent.id,
+    )
+    return (
+        select(InboxEvent.id, InboxEvent.payload)
+        .where(InboxEvent.status == "pending", ~blocked)
+        .order_by(InboxEvent.id)
+        .limit(bindparam("limit"))
+    )
+
+
+# The statements of every turn are built once: building one costs more CPU than running it.
+PENDING_HEADS = _pending_heads()
+"""The oldest pending event of up to `limit` conversations, each the conversation's first:
+events of different residents, which may be processed side by side. A plain read with no
+lock: `TAKE_EVENT` decides, inside the turn's transaction, who processes an event."""
+
+
+def _take_event() -> Update:
+    inbox = InboxEvent.__table__
+    still_pending = (
+        select(inbox.c.id)
+        .where(inbox.c.id == bindparam("event_id"), inbox.c.status == "pending")
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(inbox)
+        .where(inbox.c.id == still_pending)
+        .values(status="done", processed_at=bindparam("now"), payload=bindparam("kept"))
+    )
+
+
+TAKE_EVENT = _take_event()
+"""Mark an event done (`event_id`, `now`, `kept`: what is kept of its payload) as the first
+statement of its turn: the row stays locked until the turn commits (or rolls back, leaving it
+pending), and a process that finds it locked or already done updates nothing and leaves it."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Who is writing, loaded for a turn in one statement."""
+
+    identity: Identity | None
+    staff_role: str | None
+    has_held: bool
+
+
+def _conversation() -> tuple[Select, Select]:
+    channel, address = bindparam("channel"), bindparam("address")
+    role = (
+        select(StaffMember.role)
+        .where(StaffMember.channel == channel, StaffMember.address == address)
+        .scalar_subquery()
+    )
+    held = exists().where(
+        OutboxMessage.channel == channel,
+        OutboxMessage.address == address,
+        OutboxMessage.status == "held",
+    )
+    query = (
+        select(Identity, role.label("staff_role"), held.label("has_held"))
+        .join(Identity.resident)
+        .options(contains_eager(Identity.resident))
+        .where(Identity.channel == channel, Identity.address == address)
+        .with_for_update(of=Identity, key_share=True)
+    )
+    return query, select(role)
+
+
+_CONVERSATION, _STAFF_ROLE = _conversation()
+
+
+async def conversation_for(session: AsyncSession, channel: str, address: str) -> Conversation:
+    """The identity (locked for the turn) with its resident, the staff role of the address and
+    whether the platform held messages back for it: one statement instead of four."""
+    where = {"channel": channel, "address": address}
+    row = (await session.execute(_CONVERSATION, where)).one_or_none()
+    if row is None:
+        return Conversation(None, await session.scalar(_STAFF_ROLE, where), False)
+    return Conversation(row[0], row[1], bool(row[2]))
 
 
 async def reports_of(session: AsyncSession, resident_id: int, limit: int = 20) -> list[Report]:

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -49,6 +49,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 NOT_CONNECTED_WAIT = 5.0
 
 Accept = Callable[[Inbound], Awaitable[bool]]
+AcceptMany = Callable[[list[Inbound]], Awaitable[None]]
 
 
 def _name(user: object) -> str | None:
@@ -188,11 +189,14 @@ class TelegramChannel:
 
     name = NAME
 
-    def __init__(self, settings: Settings, accept: Accept) -> None:
+    def __init__(
+        self, settings: Settings, accept: Accept, accept_many: AcceptMany | None = None
+    ) -> None:
         if not settings.telegram_token:
             raise ValueError("TELEGRAM_TOKEN is not set")
         self.settings = settings
         self.accept = accept
+        self.accept_many = accept_many
         self.application: Application = (
             ApplicationBuilder()
             .token(settings.telegram_token)
@@ -257,6 +261,21 @@ class TelegramChannel:
         if inbound is None:
             return
         await self.accept(inbound)
+        self._acknowledge(update)
+
+    async def store_batch(self, updates: Sequence[Update]) -> None:
+        """Store a whole `getUpdates` answer in one transaction (raises if that failed)."""
+        if self.accept_many is None:
+            for update in updates:
+                await self.store(update)
+            return
+        inbounds = [inbound for update in updates if (inbound := parse_update(update))]
+        await self.accept_many(inbounds)
+        for update in updates:
+            self._acknowledge(update)
+
+    def _acknowledge(self, update: Update) -> None:
+        """Stop a tap's spinner, in the background, once the tap is stored."""
         if update.callback_query is not None:
             task = asyncio.create_task(self._answer_callback(update.callback_query.id))
             self._background.add(task)
@@ -284,9 +303,9 @@ class TelegramChannel:
                 )
                 if not fetched:
                     return
-                for update in updates or ():
-                    await self.store(update)
-                    self.offset = update.update_id + 1
+                if updates:
+                    await self.store_batch(updates)
+                    self.offset = updates[-1].update_id + 1
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise

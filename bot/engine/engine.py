@@ -1,10 +1,18 @@
 """The engine: store what arrives, then run the conversation in one transaction.
 
 `accept` makes an inbound event durable (and drops duplicates) before any
-platform is told it arrived. `process_pending` then takes stored events in
-order and, per event, commits the new conversation state, whatever records the
-step produced and every reply (as outbox rows) together: a crash at any point
-leaves either all of it or none of it, and the event is still in the inbox.
+platform is told it arrived; `accept_many` stores a whole `getUpdates` answer in
+one transaction. The processing loop then takes stored events in order and, per
+event, commits the new conversation state, whatever records the step produced
+and every reply (as outbox rows) together: a crash at any point leaves either
+all of it or none of it, and the event is still in the inbox.
+
+A round reads the oldest pending event of up to `HEADS` conversations (never two
+of one resident, so each resident's events stay in order) and runs their turns:
+side by side on PostgreSQL, one by one on SQLite. A turn is four statements and
+one commit: mark the event done (skipping it if another process has it), load
+identity, resident, staff role and held messages, write the identity, insert
+the replies.
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +32,6 @@ from bot.config import LANGUAGES, Settings
 from bot.delivery.dispatch import REPLY_PRIORITY
 from bot.engine.conversation import Conversation, State
 from bot.engine.effects import Effects, profile_of
-from bot.outreach import staff
 from bot.vocabulary.i18n import Translator, _
 from bot.vocabulary.messages import SYSTEM_KINDS, Inbound, Kind, Reply
 from bot.waiting import rest
@@ -32,11 +42,19 @@ from storage import queries
 from storage.db import Database, is_outage
 from storage.failures import describe, is_transient, trace
 from storage.models import Identity, InboxEvent, OutboxMessage, Resident, utcnow
+from storage.queries import Conversation as Caller
 
 log = logging.getLogger(__name__)
 
 WELCOME_WAIT = 5.0
 TRANSIENT_TRIES = 8
+# Pending events read at a time, at most one per conversation.
+HEADS = 50
+# Replies go in with one Core statement (the ORM's bulk path costs more than the insert).
+OUTBOX_INSERT = insert(OutboxMessage.__table__)
+# Turns of different residents run side by side on PostgreSQL (row locks keep them apart);
+# SQLite has one writer, so there they run one at a time.
+CONCURRENT_TURNS = 8
 SOMETHING_WENT_WRONG = _(
     "Sorry, something went wrong on our side. Your message is saved and our team will look "
     "at it. Please try again, or send /menu."
@@ -65,6 +83,8 @@ class Engine:
         self._one_at_a_time = asyncio.Lock()
         # Transient failures per pending event, for the backoff (see `_retry_later`).
         self._transient: dict[int, int] = {}
+        # Reads that need no transaction (the pending heads): no BEGIN and no COMMIT.
+        self._reads = db.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- receiving -------------------------------------------------------------
 
@@ -93,6 +113,39 @@ class Engine:
         self.wakeup.set()
         return True
 
+    async def accept_many(self, inbounds: list[Inbound]) -> None:
+        """Store a batch of events (a `getUpdates` answer) in one transaction; duplicates are
+        skipped. If the batch cannot be stored as a whole, each event is stored on its own,
+        so one bad event never holds back the others' answer to the platform."""
+        if not inbounds:
+            return
+        now = self.clock()
+        rows = [
+            {
+                "channel": inbound.channel,
+                "external_id": inbound.external_id,
+                "address": inbound.address,
+                "payload": inbound.to_json(),
+                "received_at": now,
+                "status": "pending",
+                "attempts": 0,
+            }
+            for inbound in inbounds
+        ]
+        dialect_insert = sqlite_insert if self.db.is_sqlite else postgresql_insert
+        statement = dialect_insert(InboxEvent).on_conflict_do_nothing(
+            index_elements=["channel", "external_id"]
+        )
+        try:
+            async with self.db.transaction() as session:
+                await session.execute(statement, rows)
+        except Exception as error:
+            log.warning("storing %d events at once failed (%s)", len(rows), type(error).__name__)
+            for inbound in inbounds:
+                await self.accept(inbound)
+            return
+        self.wakeup.set()
+
     async def welcome(self, inbound: Inbound) -> list[Reply]:
         """The replies to a conversation opening, for the platform to carry in its answer."""
         loop = asyncio.get_running_loop()
@@ -117,43 +170,87 @@ class Engine:
     # --- processing --------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process events as they arrive; a periodic look also catches other processes' events."""
+        """Process events as they arrive; a periodic look also catches other processes' events.
+
+        After a round it looks again at once only if the round was full or an event arrived
+        meanwhile (`accept` sets `wakeup`): no empty look after every event.
+        """
         while not stop.is_set():
+            self.wakeup.clear()
+            full = False
             try:
-                await self.process_pending()
+                async with self._one_at_a_time:
+                    taken, full = await self._round()
+                if taken:
+                    self._processed()
             except Exception as error:
                 if not is_outage(error):  # an outage is logged once, by the database
                     log.exception("processing inbound events failed; retrying shortly")
-            self.wakeup.clear()
+            if full or self.wakeup.is_set():
+                continue
             await rest(stop, self.wakeup, timeout=1.0)
 
     async def process_pending(self) -> int:
+        """Process until nothing is pending (the terminal chat and Viber's welcome use it)."""
         count = 0
         async with self._one_at_a_time:
-            while await self.process_next():
-                count += 1
+            while True:
+                taken, _full = await self._round()
+                if not taken:
+                    break
+                count += taken
         if count:
-            self.processed.set()
-            self.notify()
+            self._processed()
         return count
 
     async def process_next(self) -> bool:
-        failed: tuple[int, str] | None = None
-        event_id: int | None = None
+        """Process the oldest event that may go now; False if there is none."""
+        async with self._one_at_a_time:
+            taken, _full = await self._round(limit=1)
+        if taken:
+            self._processed()
+        return bool(taken)
+
+    def _processed(self) -> None:
+        self.processed.set()
+        self.notify()
+
+    async def _round(self, limit: int = HEADS) -> tuple[int, bool]:
+        """One read of pending heads (one per conversation), then their turns: side by side on
+        PostgreSQL, one by one on SQLite. Returns (events looked at, whether the read was full).
+
+        The read runs outside any transaction (nothing to commit); each turn is its own."""
+        async with self._reads.connect() as connection:
+            heads = (await connection.execute(queries.PENDING_HEADS, {"limit": limit})).all()
+        if not heads:
+            return 0, False
+        if self.db.is_sqlite:
+            for event_id, payload in heads:
+                await self._take(event_id, payload)
+        else:
+            gate = asyncio.Semaphore(CONCURRENT_TURNS)
+
+            async def take(event_id: int, payload: dict) -> None:
+                async with gate:
+                    await self._take(event_id, payload)
+
+            await asyncio.gather(*(take(event_id, payload) for event_id, payload in heads))
+        return len(heads), len(heads) == limit
+
+    async def _take(self, event_id: int, payload: dict) -> None:
+        """One event's turn in one transaction; a failure is retried or recorded, and raised only
+        in a database outage (the event stays pending for when the database is back)."""
+        failed: str | None = None
         planned = False
         try:
             async with self.db.transaction() as session:
-                event = await queries.next_inbox_event(session)
-                if event is None:
-                    return False
-                event_id = event.id
-                planned = await self._process(session, event)
+                planned = await self._process(session, event_id, Inbound.from_json(payload))
         except Exception as error:
-            if event_id is None or is_outage(error):
+            if is_outage(error):
                 raise  # the event stays pending and is processed once the database is back
             if await self._retry_later(event_id, error):
-                return True
-            failed = (event_id, describe(error))
+                return
+            failed = describe(error)
         else:
             self._transient.pop(event_id, None)
             # The scheduler reads its plan from the database: wake it only after the commit,
@@ -161,23 +258,24 @@ class Engine:
             if planned:
                 self.schedule_changed.set()
         if failed:
-            await self._record_failure(*failed)
-        return True
+            await self._record_failure(event_id, failed)
 
-    async def _process(self, session: AsyncSession, event: InboxEvent) -> bool:
-        """Handle one stored event; True if the turn planned something for later."""
-        inbound = Inbound.from_json(event.payload)
+    async def _process(self, session: AsyncSession, event_id: int, inbound: Inbound) -> bool:
+        """Handle one stored event; True if the turn planned something for later.
+
+        The first statement marks the event done (committed with the turn, or not at all);
+        if it changes no row, another process has the event and this one leaves it."""
         now = self.clock()
-        identity = await queries.identity_for(session, inbound.channel, inbound.address)
-        planned = False
+        taken = await session.execute(
+            queries.TAKE_EVENT, {"event_id": event_id, "now": now, "kept": {"kind": inbound.kind}}
+        )
+        if taken.rowcount != 1:
+            return False
+        caller = await queries.conversation_for(session, inbound.channel, inbound.address)
         if inbound.kind in SYSTEM_KINDS:
-            await self._platform_news(session, inbound, identity, now)
-        else:
-            planned = await self._converse(session, inbound, identity, now)
-        event.status = "done"
-        event.processed_at = now
-        event.payload = {"kind": inbound.kind.value}
-        return planned
+            await self._platform_news(session, inbound, caller.identity, now)
+            return False
+        return await self._converse(session, inbound, caller, now)
 
     async def _platform_news(
         self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
@@ -193,9 +291,10 @@ class Engine:
             await queries.release_held(session, inbound.channel, inbound.address)
 
     async def _converse(
-        self, session: AsyncSession, inbound: Inbound, identity: Identity | None, now: datetime
+        self, session: AsyncSession, inbound: Inbound, caller: Caller, now: datetime
     ) -> bool:
         """One conversation turn; True if it planned something for the scheduler."""
+        identity = caller.identity
         if identity is None:
             identity = Identity(
                 channel=inbound.channel,
@@ -211,8 +310,9 @@ class Engine:
         identity.platform_language = inbound.platform_language or identity.platform_language
         if resident.consent and inbound.display_name:
             identity.display_name = inbound.display_name
-        await queries.release_held(session, inbound.channel, inbound.address)
-        staff_role = await staff.role_of(session, inbound.channel, inbound.address)
+        if caller.has_held:
+            await queries.release_held(session, inbound.channel, inbound.address)
+        staff_role = caller.staff_role
         ctx = Context(
             t=Translator(resident.language or "en", self.settings.tz_name),
             profile=profile_of(resident, identity, staff_role),
@@ -230,19 +330,25 @@ class Engine:
             identity.flow_data = state.to_json()
         # Viber allows one message before a resident subscribes: the answer to the opening.
         status = "welcome" if inbound.kind is Kind.START else "pending"
-        for reply in replies:
-            session.add(
-                OutboxMessage(
-                    channel=inbound.channel,
-                    address=inbound.address,
-                    identity_id=None if effects.erased else identity.id,
-                    kind="reply",
-                    priority=REPLY_PRIORITY,
-                    payload=reply.to_json(),
-                    status=status,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+        if replies:
+            # One Core statement for every reply (the identity's changes flush before it).
+            await session.execute(
+                OUTBOX_INSERT,
+                [
+                    {
+                        "channel": inbound.channel,
+                        "address": inbound.address,
+                        "identity_id": None if effects.erased else identity.id,
+                        "kind": "reply",
+                        "priority": REPLY_PRIORITY,
+                        "payload": reply.to_json(),
+                        "status": status,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
+                    for reply in replies
+                ],
             )
         return effects.schedule_changed
 

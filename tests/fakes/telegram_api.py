@@ -559,6 +559,8 @@ class TelegramStandIn:
         self.webhook: WebhookConfig | None = None
         self.my_commands: dict[tuple[str, str], list[JSONDict]] = {}
         self._queue: list[JSONDict] = []
+        # When each update was queued (time.monotonic), for latency measurements.
+        self.queued_at: dict[int, float] = {}
         self._next_update_id = 1
         self._confirmed_offset = 0
         self._allowed_updates: list[str] = []
@@ -818,10 +820,78 @@ class TelegramStandIn:
         else:
             self._take_update_id(int(update["update_id"]))
         self._observe(update)
+        self.queued_at.setdefault(int(update["update_id"]), time.monotonic())
         self._queue.append(update)
         self._queue.sort(key=lambda queued: int(queued["update_id"]))  # stable for duplicates
         self._updates_pulse.fire()
         return int(update["update_id"])
+
+    def queue_burst(self, updates: list[JSONDict]) -> None:
+        """Queue many updates (built with ``queue=False``) at one instant, as a burst arrives."""
+        now = time.monotonic()
+        for update in updates:
+            self.queued_at.setdefault(int(update["update_id"]), now)
+        self._queue.extend(updates)
+        self._queue.sort(key=lambda queued: int(queued["update_id"]))
+        self._updates_pulse.fire()
+
+    async def stream(self, updates: list[JSONDict], per_second: float) -> None:
+        """Queue updates one by one at a steady rate (on an absolute schedule, so it does not
+        drift when the event loop is busy)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for index, update in enumerate(updates):
+            delay = start + index / per_second - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.push_update(update)
+
+    async def post_updates(
+        self,
+        urls: list[str],
+        updates: list[JSONDict],
+        *,
+        secret_token: str | None = None,
+        concurrency: int = 40,
+        per_second: float | None = None,
+    ) -> None:
+        """Deliver updates to webhooks as Telegram does (up to ``concurrency`` connections,
+        retrying an update until it is answered 200), spreading them round-robin over ``urls``
+        like a load balancer in front of several processes. ``per_second`` streams them;
+        without it they are all queued at once."""
+        for url in urls:
+            host = urlsplit(url).hostname
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(f"the stand-in only talks to loopback, not {host!r}")
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret_token} if secret_token else {}
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for update in updates:
+            self._observe(update)
+            if per_second is None:
+                self.queued_at.setdefault(int(update["update_id"]), time.monotonic())
+        gate = asyncio.Semaphore(concurrency)
+
+        async def deliver(index: int, update: JSONDict) -> None:
+            if per_second is not None:
+                await asyncio.sleep(max(0.0, start + index / per_second - loop.time()))
+                self.queued_at.setdefault(int(update["update_id"]), time.monotonic())
+            url = urls[index % len(urls)]
+            async with gate:
+                for attempt in range(50):
+                    try:
+                        async with session.post(url, json=update, headers=headers) as response:
+                            await response.read()
+                            if response.status == HTTPStatus.OK:
+                                return
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                raise RuntimeError(f"webhook never accepted update {update['update_id']}")
+
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await asyncio.gather(*(deliver(i, u) for i, u in enumerate(updates)))
 
     def text_update(
         self,
