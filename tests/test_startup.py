@@ -14,10 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from bot.config import ConfigError, Settings
+from storage import models
 from storage.db import Database, head_revision
-from storage.models import InboxEvent
 from tests.conftest import PG_URL, _drop_schema, _postgres_schema
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_api import TelegramStandIn
@@ -249,7 +250,8 @@ async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries
                 async with http.post(url, json=forged, headers=headers) as response:
                     assert response.status in (401, 403)
             async with db.transaction() as session:
-                assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
+                stored = select(func.count()).select_from(models.InboxEvent)
+                assert await session.scalar(stored) == 0
             async with http.post(url, json=forged, headers={SECRET_HEADER: secret}) as response:
                 assert response.status == 200
 
@@ -308,3 +310,18 @@ async def test_a_bad_setting_stops_every_command_in_one_line() -> None:
     code, out, err = await python_m_bot({"PORT": "eighty"}, "migrate")
     assert code != 0 and out == ""
     assert err.startswith("configuration: PORT ('eighty'):") and err.count("\n") == 1
+
+
+# --- personal data in database errors ------------------------------------------------------
+
+
+async def test_a_database_error_carries_no_bound_parameters(db) -> None:
+    """A failed write names the statement, never the values: they are residents' words."""
+    words = "Ջուր չկա երեք օր, Նունե Հակոբյան"
+    async with db.transaction() as session:
+        session.add(models.Resident(pseudonym="R-dup", source="first"))
+    with pytest.raises(IntegrityError) as raised:
+        async with db.transaction() as session:
+            session.add(models.Resident(pseudonym="R-dup", source=words[:64]))
+    assert words[:20] not in str(raised.value)
+    assert "parameters" in str(raised.value).lower(), "hidden, and says so"
