@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import time, timedelta
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from bot.channels.telegram import TelegramChannel
 from bot.config import ConfigError, Settings
 from storage import models
 from storage.db import Database, head_revision
@@ -233,6 +235,16 @@ async def test_an_unreachable_platform_is_retried_while_the_other_serves(db, cap
             await gate.close()
 
 
+def test_the_generated_secret_is_one_for_every_process_of_a_bot_and_unguessable() -> None:
+    def secret(token: str) -> str:
+        env = {"TELEGRAM_TOKEN": token, "TELEGRAM_WEBHOOK_URL": "https://khma.example.org/w"}
+        return TelegramChannel(Settings.from_env(env), accept=None).webhook_secret
+
+    assert secret(TOKEN) == secret(TOKEN), "two processes behind one address agree"
+    assert secret(TOKEN) != secret("123456:another-token")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,256}", secret(TOKEN)), "Telegram's alphabet"
+
+
 async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries(db) -> None:
     async with (
         TelegramStandIn(token=TOKEN) as api,
@@ -242,7 +254,8 @@ async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries
     ):
         assert api.webhook is not None
         secret = api.webhook.secret_token
-        assert secret and len(secret) >= 32, "a random secret is registered with setWebhook"
+        assert secret and len(secret) >= 32, "a secret is registered with setWebhook"
+        assert TOKEN not in secret and TOKEN.split(":")[1] not in secret
         url = f"http://127.0.0.1:{khma.port}/webhooks/telegram"
         forged = api.text_update(704, "/broadcast", queue=False)
         async with aiohttp.ClientSession() as http:
