@@ -117,6 +117,13 @@ class Khma:
         )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        self._spawn(self.engine.run(self.stop_event), "engine")
+        self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
+        self._spawn(self.scheduler.run(self.stop_event), "scheduler")
+        self._spawn(self.jobs.run(self.stop_event), "jobs")
+        self._spawn(self._follow_schedule_changes(), "schedule changes")
+        # One attempt at each platform now (a slow one holds up no other part: sends to
+        # it wait, stored events are processed); one that fails is retried in the background.
         platforms = [channel for channel in (self.telegram, self.viber) if channel is not None]
         connected = await asyncio.gather(*(self._connect(channel) for channel in platforms))
         for channel, ok in zip(platforms, connected, strict=True):
@@ -124,11 +131,6 @@ class Khma:
                 self._platform_ready(channel)
             else:
                 self._spawn(self._keep_connecting(channel), f"{channel.name} start")
-        self._spawn(self.engine.run(self.stop_event), "engine")
-        self._spawn(self.dispatcher.run(self.stop_event), "dispatcher")
-        self._spawn(self.scheduler.run(self.stop_event), "scheduler")
-        self._spawn(self.jobs.run(self.stop_event), "jobs")
-        self._spawn(self._follow_schedule_changes(), "schedule changes")
         self.readiness.ready = True
         log.info("Khma is serving on %s:%s", self.settings.host, self.port)
 

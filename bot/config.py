@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 
 def _env(name: str) -> Any:
     """The environment variable a field is read from (`Settings(field=…)` works as well)."""
-    return Field(None, validation_alias=AliasChoices(name))
+    return Field(None, validation_alias=name)
 
 
 def hide_password(url: str) -> str:
@@ -59,10 +59,10 @@ def _split(value: Any) -> Any:
     return value
 
 
-def _positive(value: Any, what: str) -> float:
-    number = float(value)  # ValueError for words: pydantic names the variable
+def _positive(value: Any) -> float:
+    number = float(value)
     if not (number > 0 and math.isfinite(number)):  # nan too: a link that never expires leaks
-        raise ValueError(f"{what} must be a number above 0")
+        raise ValueError("must be a number above 0")
     return number
 
 
@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         if not isinstance(hours, tuple) or all(isinstance(h, timedelta) for h in hours):
             return hours
         try:
-            return tuple(timedelta(hours=_positive(h, "each hour")) for h in hours)
+            return tuple(timedelta(hours=_positive(h)) for h in hours)
         except ValueError:
             raise ValueError("must be hours above 0 separated by commas, such as 24,2") from None
 
@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         if isinstance(value, timedelta):
             return value
         try:
-            return timedelta(days=_positive(value, "FOLLOWUP_DAYS"))
+            return timedelta(days=_positive(value))
         except (ValueError, TypeError, OverflowError):
             raise ValueError("must be a number of days above 0") from None
 
@@ -243,7 +243,7 @@ class Settings(BaseSettings):
         if isinstance(value, timedelta):
             return value
         try:
-            return timedelta(hours=_positive(value, "EXPORT_LINK_HOURS"))
+            return timedelta(hours=_positive(value))
         except (ValueError, TypeError, OverflowError):
             raise ValueError("must be a number of hours above 0") from None
 
@@ -308,11 +308,7 @@ class _MappingSource(EnvSettingsSource):
 def _variable(field: str) -> str:
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info is not None else None
-    if isinstance(alias, str):
-        return alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return field.upper()
+    return alias if isinstance(alias, str) else field.upper()
 
 
 def describe(error: ValidationError) -> str:

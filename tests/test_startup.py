@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import time, timedelta
@@ -14,10 +15,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
+from bot.channels.telegram import TelegramChannel
 from bot.config import ConfigError, Settings
+from storage import models
 from storage.db import Database, head_revision
-from storage.models import InboxEvent
 from tests.conftest import PG_URL, _drop_schema, _postgres_schema
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_api import TelegramStandIn
@@ -232,6 +235,16 @@ async def test_an_unreachable_platform_is_retried_while_the_other_serves(db, cap
             await gate.close()
 
 
+def test_the_generated_secret_is_one_for_every_process_of_a_bot_and_unguessable() -> None:
+    def secret(token: str) -> str:
+        env = {"TELEGRAM_TOKEN": token, "TELEGRAM_WEBHOOK_URL": "https://khma.example.org/w"}
+        return TelegramChannel(Settings.from_env(env), accept=None).webhook_secret
+
+    assert secret(TOKEN) == secret(TOKEN), "two processes behind one address agree"
+    assert secret(TOKEN) != secret("123456:another-token")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,256}", secret(TOKEN)), "Telegram's alphabet"
+
+
 async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries(db) -> None:
     async with (
         TelegramStandIn(token=TOKEN) as api,
@@ -241,7 +254,8 @@ async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries
     ):
         assert api.webhook is not None
         secret = api.webhook.secret_token
-        assert secret and len(secret) >= 32, "a random secret is registered with setWebhook"
+        assert secret and len(secret) >= 32, "a secret is registered with setWebhook"
+        assert TOKEN not in secret and TOKEN.split(":")[1] not in secret
         url = f"http://127.0.0.1:{khma.port}/webhooks/telegram"
         forged = api.text_update(704, "/broadcast", queue=False)
         async with aiohttp.ClientSession() as http:
@@ -249,7 +263,8 @@ async def test_webhook_mode_without_a_secret_generates_one_and_refuses_forgeries
                 async with http.post(url, json=forged, headers=headers) as response:
                     assert response.status in (401, 403)
             async with db.transaction() as session:
-                assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
+                stored = select(func.count()).select_from(models.InboxEvent)
+                assert await session.scalar(stored) == 0
             async with http.post(url, json=forged, headers={SECRET_HEADER: secret}) as response:
                 assert response.status == 200
 
@@ -308,3 +323,18 @@ async def test_a_bad_setting_stops_every_command_in_one_line() -> None:
     code, out, err = await python_m_bot({"PORT": "eighty"}, "migrate")
     assert code != 0 and out == ""
     assert err.startswith("configuration: PORT ('eighty'):") and err.count("\n") == 1
+
+
+# --- personal data in database errors ------------------------------------------------------
+
+
+async def test_a_database_error_carries_no_bound_parameters(db) -> None:
+    """A failed write names the statement, never the values: they are residents' words."""
+    words = "Ջուր չկա երեք օր, Նունե Հակոբյան"
+    async with db.transaction() as session:
+        session.add(models.Resident(pseudonym="R-dup", source="first"))
+    with pytest.raises(IntegrityError) as raised:
+        async with db.transaction() as session:
+            session.add(models.Resident(pseudonym="R-dup", source=words[:64]))
+    assert words[:20] not in str(raised.value)
+    assert "parameters" in str(raised.value).lower(), "hidden, and says so"

@@ -10,9 +10,10 @@ soon as it is fetched and keeps it in memory, so we poll with its Bot instead.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
@@ -50,6 +51,14 @@ NOT_CONNECTED_WAIT = 5.0
 
 Accept = Callable[[Inbound], Awaitable[bool]]
 AcceptMany = Callable[[list[Inbound]], Awaitable[None]]
+
+
+def derived_secret(token: str) -> str:
+    """The webhook secret when none is configured: unguessable without the bot token, and
+    the same in every process behind one webhook address (each registering a random one
+    of its own would make Telegram refuse the others' half of the updates)."""
+    digest = hmac.new(token.encode(), b"khma telegram webhook secret", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _name(user: object) -> str | None:
@@ -207,9 +216,11 @@ class TelegramChannel:
         )
         self.offset: int | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # Webhook calls must carry this secret: the configured one, or one made up now and
-        # registered with setWebhook, so no one who merely knows the URL can post updates.
-        self.webhook_secret = settings.telegram_webhook_secret or secrets.token_urlsafe(32)
+        # Webhook calls must carry this secret, registered with setWebhook: no one who
+        # merely knows the URL can post updates.
+        self.webhook_secret = settings.telegram_webhook_secret or derived_secret(
+            settings.telegram_token
+        )
         self.connected = False
 
     @property
@@ -231,7 +242,7 @@ class TelegramChannel:
                 allowed_updates=ALLOWED_UPDATES,
             )
             made_up = not self.settings.telegram_webhook_secret
-            log.info("telegram webhook set%s", " with a generated secret" if made_up else "")
+            log.info("telegram webhook set%s", " with a derived secret" if made_up else "")
         else:
             await self.bot.delete_webhook()
         self.connected = True
