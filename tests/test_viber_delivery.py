@@ -139,3 +139,23 @@ async def test_a_refused_webhook_is_logged_clearly(db, caplog) -> None:
     assert refused and refused[0].levelno == logging.ERROR
     assert re.search(r"status 1 \(invalidUrl\)", refused[0].getMessage())
     assert api.token not in caplog.text
+
+
+async def test_a_long_text_held_half_way_resumes_where_it_stopped(db) -> None:
+    """Viber stops a long notice after its first part (status 12: too many messages without
+    a reply); when the resident writes again, the rest follows, and no part comes twice."""
+    parts = ["ა" * 6500, "ბ" * 6500, "გ" * 6500]  # each at the channel's part size
+    async with ViberStandIn() as api, running_khma(db, viber=api) as khma:
+        user = ViberUser(api, db, khma, USER)
+        await user.says("Salam")
+        api.replyless_limit = len(api.sent_to(USER)) + 1  # one more message, then status 12
+        await queue_notice(db, "".join(parts))
+        khma.dispatcher.wake()
+        await quiet(db, None)
+        async with db.transaction() as session:
+            row = await session.scalar(select(OutboxMessage).where(OutboxMessage.kind == "notice"))
+        assert (row.status, row.parts_sent) == ("held", 1)
+        api.replyless_limit = None
+        await user.says("Salam!")
+    notice = [m.text for m in api.sent_to(USER) if m.text in parts]
+    assert notice == parts
