@@ -24,7 +24,7 @@ from typing import IO, BinaryIO
 from zoneinfo import ZoneInfo
 
 import xlsxwriter
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Text, cast, select
 
 from flows.content import Content
 from storage.db import Database
@@ -122,7 +122,9 @@ _FIELDS = (
     Report.language,
     Report.channel,
     Report.text,
-    Report.media,
+    # As the stored text: most reports carry no media, and decoding "[]" for each of
+    # them cost as much as writing the row.
+    cast(Report.media, Text),
     Report.latitude,
     Report.longitude,
     Report.location_municipality,
@@ -155,6 +157,12 @@ def _query(flt: ExportFilter, tz: ZoneInfo) -> Select[tuple]:
     if flt.kind is not None:
         query = query.where(Report.kind == flt.kind)
     return query
+
+
+def _media_ids(stored: str | None) -> str:
+    if not stored or "file_id" not in stored:
+        return ""
+    return " ".join(str(m["file_id"]) for m in json.loads(stored) if m.get("file_id"))
 
 
 class _Rows:
@@ -226,7 +234,7 @@ class _Rows:
             language,
             channel,
             text or "",
-            " ".join(str(m["file_id"]) for m in media if m.get("file_id")) if media else "",
+            _media_ids(media),
             location,
             status,
             pseudonym or "",
