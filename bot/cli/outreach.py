@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import LANGUAGES, Settings
 from bot.outreach import staff as staff_accounts
 from bot.outreach.audience import Audience
+from bot.outreach.due import DueWork
 from bot.outreach.operations import broadcasts, campaigns, events, reports, staff
 from bot.outreach.operations.errors import Invalid, OperationError
 from bot.outreach.operations.request import OPERATOR, Actor, Request
@@ -141,7 +142,12 @@ async def run(
     db = db or Database(settings.database_url, schema=settings.database_schema)
     try:
         async with db.transaction() as session:
-            await execute(session, command, args, settings)
+            req = await execute(session, command, args, settings)
+        if command == "broadcast" and args.action == "create" and req.schedule_changed:
+            # The scheduler runs in the bot's process; a broadcast due now starts here, after
+            # the commit and outside any resident's turn, as the scheduler would start it.
+            queued = await DueWork(db, settings).run(utcnow())
+            print(f"{queued} messages queued")
     except OperationError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_status) from None
@@ -152,10 +158,12 @@ async def run(
 
 async def execute(
     session: AsyncSession, command: str, args: argparse.Namespace, settings: Settings
-) -> None:
+) -> Request:
     """The command within the caller's transaction; refusals raise `OperationError`."""
     actor = await _actor(session, getattr(args, "actor", None))
-    await _run(Request(session, settings, load_content(), actor, utcnow()), command, args)
+    req = Request(session, settings, load_content(), actor, utcnow())
+    await _run(req, command, args)
+    return req
 
 
 async def _actor(session: AsyncSession, given: str | None) -> Actor:
@@ -246,7 +254,7 @@ async def _broadcast(req: Request, action: str, args: argparse.Namespace, tz: Zo
             return
         created = await broadcasts.create(req, draft)
         if created.send_at is None:
-            print(f"broadcast {created.id} is due now: the running bot sends it")
+            print(f"broadcast {created.id} is due now")
         else:
             print(f"broadcast {created.id} scheduled for {created.send_at.isoformat()}")
     elif action == "cancel":
