@@ -28,7 +28,7 @@ async def test_flood_limits_and_blocked_residents_lose_nothing(db) -> None:
         await residents(db, COUNT, first_chat=60_000)
         for chat in BLOCKED:
             api.block(chat)
-        api.rate_limit(15, retry_after=1)
+        api.rate_limit(5, retry_after=1)
         now = datetime.now(UTC)
         async with db.transaction() as session:
             created = await broadcasts.create(

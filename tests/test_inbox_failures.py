@@ -61,12 +61,12 @@ def failing(times: int, error: Exception):
     original = Engine._process
     left = {"n": times}
 
-    async def _process(self, session, event):
+    async def _process(self, session, *event):
         if left["n"] > 0:
             left["n"] -= 1
             await session.execute(select(1))
             raise error
-        return await original(self, session, event)
+        return await original(self, session, *event)
 
     return _process
 

@@ -184,7 +184,9 @@ class Engine:
                 if taken:
                     self._processed()
             except Exception as error:
-                if not is_outage(error):  # an outage is logged once, by the database
+                # An outage is logged once, by the database (the pending read is outside
+                # any transaction, so it is noted here).
+                if not (is_outage(error) or self.db.noticed(error)):
                     log.exception("processing inbound events failed; retrying shortly")
             if full or self.wakeup.is_set():
                 continue

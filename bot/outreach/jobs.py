@@ -35,7 +35,7 @@ from flows.content import Content
 from flows.staff import EXPORT_READY, EXPORT_TOO_LARGE, JOB_FAILED, UPDATE_SENT
 from flows.staff_events import CANCELLED, MOVED
 from storage import queries
-from storage.db import Database
+from storage.db import Database, is_outage
 from storage.models import Event, Job, OutboxMessage, utcnow
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ class JobWorker:
             try:
                 while not stop.is_set() and await self.run_one():
                     pass
-            except Exception:
-                log.exception("the job worker failed; retrying shortly")
+            except Exception as error:
+                if not (is_outage(error) or self.db.noticed(error)):  # logged once, by the db
+                    log.exception("the job worker failed; retrying shortly")
             self.wakeup.clear()
             await rest(stop, self.wakeup, timeout=POLL_SECONDS)
 
