@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 2
 
 .PHONY: run test lint format migrate translations extract update-translations chat clean benchmark \
-	benchmark-inbound
+	benchmark-inbound benchmark-export
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ benchmark: $(TEST_STAMP) translations
 ## Residents' messages answered per second: Khma against a bare echo bot (minutes; not CI).
 benchmark-inbound: $(TEST_STAMP) translations
 	$(PY) -m benchmarks.inbound $(ARGS)
+
+## Exports of 100,000 reports: time and memory per format (minutes; not CI).
+benchmark-export: $(TEST_STAMP) translations
+	$(PY) -m benchmarks.export $(ARGS)
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
