@@ -45,29 +45,24 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
 import resource
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 import tracemalloc
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from sqlalchemy import Integer, String, case, cast, func, insert, literal, select, text, true
-from sqlalchemy.engine import make_url
 
+from benchmarks.databases import PG_URL, fresh_database
 from bot.app import Khma
 from bot.config import LANGUAGES, Settings
 from bot.outreach import broadcasts
@@ -82,7 +77,6 @@ from tests.fakes.viber_api import ViberCall, ViberStandIn
 TELEGRAM, VIBER = "telegram", "viber"
 PLATFORMS = (TELEGRAM, VIBER)
 TELEGRAM_TOKEN = "424242:BENCH-token-never-logged"
-PG_URL = os.environ.get("KHMA_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,41 +173,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-# --- the database -------------------------------------------------------------------------------
-
-
-async def _postgres(url: str, statement: str) -> None:
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(plain, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@asynccontextmanager
-async def fresh_database(options: Options) -> AsyncIterator[Database]:
-    """A migrated, empty database: a temporary SQLite file, or a new PostgreSQL schema."""
-    if options.database == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="khma-bench-") as folder:
-            db = Database(f"sqlite+aiosqlite:///{folder}/khma.db")
-            try:
-                await db.migrate()
-                yield db
-            finally:
-                await db.close()
-        return
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    await _postgres(options.pg_url, f'CREATE SCHEMA "{schema}"')
-    db = Database(options.pg_url, schema=schema)
-    try:
-        await db.migrate()
-        yield db
-    finally:
-        await db.close()
-        await _postgres(options.pg_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 # --- the audience -------------------------------------------------------------------------------
@@ -1001,7 +960,7 @@ async def send_broadcast(
 
 async def run(options: Options) -> Figures:
     members = audience(options.residents)
-    async with fresh_database(options) as db:
+    async with fresh_database(options.database, options.pg_url) as db:
         began = time.monotonic()
         await seed(db, members)
         seed_seconds = time.monotonic() - began

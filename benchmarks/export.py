@@ -22,21 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
 import tempfile
 import time
 import tracemalloc
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import insert, select
-from sqlalchemy.engine import make_url
 
+from benchmarks.databases import PG_URL, fresh_database
 from bot.config import LANGUAGES
 from bot.outreach import export
 from bot.outreach.export import ExportFilter, write_export
@@ -44,7 +40,6 @@ from flows.content import load_content
 from storage.db import Database
 from storage.models import Report, Resident, utcnow
 
-PG_URL = os.environ.get("KHMA_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 SEED_BATCH = 5000
 TARGET_SECONDS = {"csv": 3.0, "jsonl": 3.0, "xlsx": 10.0}
 TEXTS = {
@@ -73,37 +68,6 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     if args.reports < 10:
         parser.error("need at least 10 reports")
     return Options(args.reports, args.database, args.pg_url)
-
-
-async def _postgres(url: str, statement: str) -> None:
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(plain, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@asynccontextmanager
-async def fresh_database(options: Options) -> AsyncIterator[Database]:
-    if options.database == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="khma-export-bench-") as folder:
-            db = Database(f"sqlite+aiosqlite:///{folder}/khma.db")
-            try:
-                await db.migrate()
-                yield db
-            finally:
-                await db.close()
-        return
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    await _postgres(options.pg_url, f'CREATE SCHEMA "{schema}"')
-    db = Database(options.pg_url, schema=schema)
-    try:
-        await db.migrate()
-        yield db
-    finally:
-        await db.close()
-        await _postgres(options.pg_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 async def seed(db: Database, count: int) -> None:
@@ -181,7 +145,7 @@ async def peak(work: Callable[[], Awaitable[object]]) -> int:
 async def run(options: Options) -> None:
     content = load_content()
     small = ExportFilter(since=None)
-    async with fresh_database(options) as db:
+    async with fresh_database(options.database, options.pg_url) as db:
         began = time.perf_counter()
         await seed(db, options.reports)
         print(

@@ -54,16 +54,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
+from benchmarks.databases import PG_URL, run_on_postgres
 from storage.db import Database
 from storage.models import Identity, Resident
 from tests.fakes.telegram_api import JSONDict, TelegramStandIn
 
 TOKEN = "123456:BENCH-token-never-logged"
-PG_URL = os.environ.get("KHMA_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 WEBHOOK_SECRET = "bench-webhook-secret"
 # Each text is one real turn answered with one message: the menu, the categories of a
 # report (choice 1), the menu again, the DCFTA topics (choice 2).
@@ -261,15 +259,6 @@ class Child:
 # --- the database -------------------------------------------------------------------------------
 
 
-async def _postgres(url: str, statement: str) -> None:
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(plain, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 async def _onboarded(db: Database, options: Options) -> None:
     """Residents as onboarding leaves them: language, municipality, consent; no open step."""
     now = datetime.now(UTC)
@@ -306,7 +295,7 @@ class Store:
             db = Database(self.url)
         else:
             self.schema = "bench_" + uuid.uuid4().hex[:12]
-            await _postgres(self.options.pg_url, f'CREATE SCHEMA "{self.schema}"')
+            await run_on_postgres(self.options.pg_url, f'CREATE SCHEMA "{self.schema}"')
             self.url = self.options.pg_url
             db = Database(self.url, schema=self.schema)
         try:
@@ -318,7 +307,7 @@ class Store:
 
     async def __aexit__(self, *_exc: object) -> None:
         if self.schema:
-            await _postgres(self.options.pg_url, f'DROP SCHEMA "{self.schema}" CASCADE')
+            await run_on_postgres(self.options.pg_url, f'DROP SCHEMA "{self.schema}" CASCADE')
         self.folder.cleanup()
 
     def env(self) -> dict[str, str]:

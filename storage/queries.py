@@ -25,26 +25,6 @@ async def identity_for(session: AsyncSession, channel: str, address: str) -> Ide
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def next_inbox_event(session: AsyncSession) -> InboxEvent | None:
-    """The oldest pending event whose resident has nothing older waiting: per-resident order
-    holds even when several processes take events at once."""
-    earlier = aliased(InboxEvent)
-    blocked = exists().where(
-        earlier.channel == InboxEvent.channel,
-        earlier.address == InboxEvent.address,
-        earlier.status == "pending",
-        earlier.id < InboxEvent.id,
-    )
-    query = (
-        select(InboxEvent)
-        .where(InboxEvent.status == "pending", ~blocked)
-        .order_by(InboxEvent.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
-
-
 def _pending_heads() -> Select:
     earlier = aliased(InboxEvent)
     blocked = exists().where(

@@ -18,22 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def python_m_bot(db: Database, *args: str) -> str:
-    env = {**os.environ, "DATABASE_URL": db.url, "LOG_LEVEL": "WARNING"}
-    if db.schema:
-        env["DATABASE_SCHEMA"] = db.schema
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    """`python -m bot ARGS` that must succeed; its standard output."""
+    code, out, err = await run_cli(db, *args)
+    assert code == 0, err
+    return out
 
 
 async def test_migrate_is_idempotent_and_export_writes_xlsx(db, tmp_path) -> None:

@@ -26,6 +26,7 @@ from bot.delivery.dispatch import (
     NOTICE_PRIORITY,
     REPLY_PRIORITY,
     ChannelRate,
+    Dispatcher,
     DispatchPolicy,
     in_quiet_hours,
 )
@@ -389,42 +390,6 @@ class StallingChannel:
         raise Transient("502 Bad Gateway")
 
 
-async def test_a_broadcast_cancelled_while_a_message_is_in_flight_is_not_retried(db) -> None:
-    from bot.delivery.dispatch import Dispatcher
-    from bot.outreach import broadcasts
-    from bot.outreach.audience import Audience
-
-    channel = StallingChannel()
-    async with db.transaction() as session:
-        broadcast = await broadcasts.create(
-            session, texts={"ka": ANNOUNCEMENT}, audience=Audience(), now=utcnow()
-        )
-        session.add(
-            OutboxMessage(
-                channel="telegram",
-                address="42000",
-                kind="broadcast",
-                priority=BULK_PRIORITY,
-                payload=Reply(ANNOUNCEMENT).to_json(),
-                broadcast_id=broadcast.id,
-            )
-        )
-    dispatcher = Dispatcher(db, {"telegram": channel}, policy=policy(100, 20))
-    stop = asyncio.Event()
-    running = asyncio.create_task(dispatcher.run(stop))
-    try:
-        await asyncio.wait_for(channel.in_flight.wait(), 5)
-        async with db.transaction() as session:
-            assert await broadcasts.cancel(session, broadcast.id, utcnow())
-        channel.answer.set()  # the platform fails the message staff no longer want sent
-        await asyncio.sleep(0.5)  # many rounds of the bulk lane, several backoffs long
-    finally:
-        stop.set()
-        await running
-    assert channel.attempts == 1, "not retried after the cancellation"
-    assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
-
-
 class HoldingChannel:
     """Viber, which answers a message in flight with status 12 (held until the resident
     writes again) only after the test lets it."""
@@ -445,46 +410,64 @@ class HoldingChannel:
         return "token"
 
 
-async def test_a_broadcast_cancelled_while_viber_holds_it_is_never_sent(db) -> None:
-    """cancelled → held → sent was possible: the held outcome overwrote the cancel, and the
-    resident's next message released the broadcast staff had stopped."""
-    from bot.delivery.dispatch import Dispatcher
+@asynccontextmanager
+async def cancelled_in_flight(
+    db: Database, channel: StallingChannel | HoldingChannel, address: str
+) -> AsyncIterator[Dispatcher]:
+    """One broadcast message to `address`, taken by a dispatcher; staff cancel the broadcast
+    while the platform still holds the message, then the platform answers. The body runs
+    with the dispatcher still going."""
     from bot.outreach import broadcasts
     from bot.outreach.audience import Audience
 
-    resident = "pqR3stUvWxYz0123456789=="
-    channel = HoldingChannel()
     async with db.transaction() as session:
         broadcast = await broadcasts.create(
             session, texts={"ka": ANNOUNCEMENT}, audience=Audience(), now=utcnow()
         )
         session.add(
             OutboxMessage(
-                channel="viber",
-                address=resident,
+                channel=channel.name,
+                address=address,
                 kind="broadcast",
                 priority=BULK_PRIORITY,
                 payload=Reply(ANNOUNCEMENT).to_json(),
                 broadcast_id=broadcast.id,
             )
         )
-    dispatcher = Dispatcher(db, {"viber": channel}, policy=policy(100, 20))
+    dispatcher = Dispatcher(db, {channel.name: channel}, policy=policy(100, 20))
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
         await asyncio.wait_for(channel.in_flight.wait(), 5)
         async with db.transaction() as session:
             assert await broadcasts.cancel(session, broadcast.id, utcnow())
-        channel.answer.set()  # Viber: status 12
+        channel.answer.set()
+        yield dispatcher
+    finally:
+        stop.set()
+        await running
+
+
+async def test_a_broadcast_cancelled_while_a_message_is_in_flight_is_not_retried(db) -> None:
+    channel = StallingChannel()  # the platform fails the message staff no longer want sent
+    async with cancelled_in_flight(db, channel, "42000"):
+        await asyncio.sleep(0.5)  # many rounds of the bulk lane, several backoffs long
+    assert channel.attempts == 1, "not retried after the cancellation"
+    assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
+
+
+async def test_a_broadcast_cancelled_while_viber_holds_it_is_never_sent(db) -> None:
+    """cancelled → held → sent was possible: the held outcome overwrote the cancel, and the
+    resident's next message released the broadcast staff had stopped."""
+    resident = "pqR3stUvWxYz0123456789=="
+    channel = HoldingChannel()  # Viber answers status 12
+    async with cancelled_in_flight(db, channel, resident) as dispatcher:
         await asyncio.sleep(0.3)  # time enough to record the answer, were it recorded
         assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
         async with db.transaction() as session:  # the resident writes again
             await queries.release_held(session, "viber", resident)
         dispatcher.wake()
         await asyncio.sleep(0.3)  # several rounds of the bulk lane
-    finally:
-        stop.set()
-        await running
     assert channel.sent == [], "a cancelled broadcast never goes out"
     assert await outbox_statuses(db, "broadcast") == {"cancelled": 1}
 

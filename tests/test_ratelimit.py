@@ -11,20 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.delivery.ratelimit import RateLimiter
-
-
-class FakeTime:
-    """A monotonic clock that only moves when the limiter sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-        self.now += seconds
+from tests.test_dispatch import FakeTime
 
 
 def busiest_second(moments: list[float]) -> int:
