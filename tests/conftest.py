@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -74,17 +75,25 @@ async def _drop_schema(schema: str) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty database: every storage test runs once per backend."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'khma.db'}")
+    async with empty_database(request.param, tmp_path) as database:
         await database.migrate()
         yield database
-        await database.close()
+
+
+@asynccontextmanager
+async def empty_database(kind: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """A database nobody has migrated yet: a SQLite file or a fresh PostgreSQL schema."""
+    if kind == "sqlite":
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'khma.db'}")
+        try:
+            yield database
+        finally:
+            await database.close()
         return
     schema = await _postgres_schema()
     if schema is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     database = Database(PG_URL, schema=schema)
-    await database.migrate()
     try:
         yield database
     finally:

@@ -21,7 +21,7 @@ from bot.channels.telegram import TelegramChannel
 from bot.config import ConfigError, Settings
 from storage import models
 from storage.db import Database, head_revision
-from tests.conftest import PG_URL, _drop_schema, _postgres_schema
+from tests.conftest import empty_database
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.fakes.viber_api import ViberStandIn
@@ -34,20 +34,8 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A database nobody has migrated: what `python -m bot run` meets on a first deploy."""
-    if request.param == "sqlite":
-        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    async with empty_database(request.param, tmp_path) as database:
         yield database
-        await database.close()
-        return
-    schema = await _postgres_schema()
-    if schema is None:
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    database = Database(PG_URL, schema=schema)
-    try:
-        yield database
-    finally:
-        await database.close()
-        await _drop_schema(schema)
 
 
 async def get(port: int, path: str) -> tuple[int, dict]:
