@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -72,7 +73,7 @@ class Khma:
         self.dispatcher = Dispatcher(
             self.db, channels, policy=policy, clock=clock, sends_bulk=lambda: leadership.is_leader
         )
-        self.engine.notify = self.dispatcher.wake
+        self.engine.notify = functools.partial(self.dispatcher.wake, bulk=False)  # replies only
         self.due = DueWork(self.db, settings, notify=self.dispatcher.wake)
         # Heavy staff work (exports, event notices, campaign updates) outside any turn.
         self.jobs = JobWorker(

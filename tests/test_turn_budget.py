@@ -1,12 +1,14 @@
 """How much database work one resident's turn costs: statements and commits, not time.
 
 A turn is storing the event (accept) and processing it (the engine): a burst stores a whole
-`getUpdates` answer at once, but one lone message pays for its own. Delivery (the outbox
-dispatcher's claim and finish) is counted by benchmarks/inbound.py, not budgeted here.
+`getUpdates` answer at once, but one lone message pays for its own. Its delivery (the outbox
+dispatcher's claim and finish of the reply) has a budget of its own; benchmarks/inbound.py
+counts all of them under load.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -15,13 +17,18 @@ import pytest
 from sqlalchemy import event, select
 
 from bot.config import Settings
+from bot.delivery.dispatch import Dispatcher, DispatchPolicy
 from bot.engine.engine import Engine
-from bot.vocabulary.messages import Inbound, Kind
+from bot.vocabulary.messages import Inbound, Kind, Reply
 from flows.content import load_content
 from storage.models import Identity, InboxEvent, OutboxMessage, Resident
+from tests.harness import eventually
 
 STATEMENTS = 6
 COMMITS = 2
+# One live reply sent alone (a steady pace, nothing to batch with): claim, then record.
+DELIVERY_STATEMENTS = 2
+DELIVERY_COMMITS = 2
 CHAT = "4242"
 
 
@@ -103,3 +110,45 @@ async def test_a_batch_of_updates_is_stored_in_one_statement(db) -> None:
     async with db.transaction() as session:
         stored = (await session.scalars(select(InboxEvent.external_id))).all()
     assert sorted(stored, key=int) == [str(n) for n in range(100)]
+
+
+class Chat:
+    """A channel that only notes what it was given: delivery without a platform."""
+
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, address: str, reply: Reply, **_parts: Any) -> str | None:
+        self.sent.append(reply.text)
+        return str(len(self.sent))
+
+
+async def test_a_lone_reply_is_claimed_and_recorded_in_one_statement_each(db) -> None:
+    engine = Engine(db, Settings.from_env({}), load_content())
+    chat = Chat()
+    # No idle looks while counting: only the turn's wake makes a lane look.
+    dispatcher = Dispatcher(db, {"telegram": chat}, policy=DispatchPolicy(idle_wait=60))
+    engine.notify = lambda: dispatcher.wake(bulk=False)  # as bot/app.py wires it
+    await _onboarded(db)
+    stop = asyncio.Event()
+    running = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.sleep(0.2)  # both lanes' first looks (at start) are over
+        await engine.accept_many([_says("1", "/menu")])
+        with Counted(db.engine.sync_engine) as counts:
+            assert await engine.process_next()
+            before = Counter(counts)
+            await eventually(lambda: len(chat.sent) == 1)
+            await eventually(lambda: counts["commits"] - before["commits"] >= DELIVERY_COMMITS)
+            await asyncio.sleep(0.1)  # nothing more follows: no empty look after the reply
+        delivery = counts - before
+    finally:
+        stop.set()
+        await running
+    async with db.transaction() as session:
+        statuses = (await session.scalars(select(OutboxMessage.status))).all()
+    assert statuses == ["sent"]
+    assert delivery["statements"] <= DELIVERY_STATEMENTS, delivery
+    assert delivery["commits"] <= DELIVERY_COMMITS, delivery

@@ -58,7 +58,6 @@ from sqlalchemy import (
     String,
     and_,
     case,
-    func,
     literal,
     or_,
     select,
@@ -316,12 +315,23 @@ class Dispatcher:
             self.live.name: {},
             self.bulk.name: {},
         }
+        # Claims started per lane: an outcome written while a claim ran may have freed a
+        # row that claim found waiting, so the lane looks once more.
+        self._claims = {self.live.name: 0, self.bulk.name: 0}
+        # Outcomes that may have freed a waiting row, per lane: one recorded while a claim
+        # ran keeps that claim from clearing `_more`.
+        self._freed = {self.live.name: 0, self.bulk.name: 0}
         self._wakes = {self.live.name: asyncio.Event(), self.bulk.name: asyncio.Event()}
         self._sends = {
             self.live.name: asyncio.Semaphore(self.live.concurrency),
             self.bulk.name: asyncio.Semaphore(self.bulk.concurrency),
         }
         self._quiet = False
+
+    def _look_again(self, lane: str) -> None:
+        """A row of the lane may be due now that was not at its last claim."""
+        self._more[lane] = True
+        self._freed[lane] += 1
 
     def wake(self, *, bulk: bool = True) -> None:
         """Something new is in the outbox: the lanes look now rather than after idle_wait.
@@ -366,11 +376,16 @@ class Dispatcher:
         never = asyncio.Event()
         while not done.is_set():
             await rest(done, never, timeout=interval)
-            held = self._leases[lane.name]
-            if done.is_set() or not held:
+            if done.is_set():
+                continue
+            # A claim made since the last renewal holds past the next one: only older
+            # claims are extended, so a steady trickle of quick replies renews nothing.
+            fresh = monotonic_time.monotonic() + lane.lease.total_seconds() * 0.8
+            due = [claim for claim, ends in self._leases[lane.name].items() if ends < fresh]
+            if not due:
                 continue
             try:
-                await self._extend(lane, list(held))
+                await self._extend(lane, due)
             except Exception as error:
                 log.warning("renewing %s claims failed (%s)", lane.name, describe(error))
 
@@ -459,69 +474,68 @@ class Dispatcher:
             await asyncio.gather(*in_hand, return_exceptions=True)
 
     async def _claim(self, lane: _Lane, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due rows of the lane, each the oldest open one for its chat.
+        """Lease up to `limit` due rows of the lane, each the oldest open one for its chat,
+        in one `UPDATE … RETURNING` (one statement, one commit per claim).
 
-        Two small queries choose the rows rather than one with a correlated NOT EXISTS:
-        right after a broadcast adds thousands of rows, PostgreSQL's statistics still
-        describe the table before them, and the planner turned that anti-join into a
-        nested loop over every pending row (seconds per claim). Each query here is
-        bounded by a LIMIT or an IN list, whatever the planner believes about the table.
-        One `UPDATE … RETURNING` then claims them all under one new token (rows another
-        process locked are skipped on PostgreSQL).
+        The rows are chosen by nested subqueries, each bounded whatever the planner
+        believes about the table: right after a broadcast adds thousands of rows,
+        PostgreSQL's statistics still describe the table before them, and a plain
+        correlated NOT EXISTS over the lane became a nested loop over every pending row
+        (seconds per claim). So the due candidates are read first under a LIMIT (the
+        innermost query), and only those few are checked for an older open row to the
+        same chat (an index probe each, on ix_outbox_conversation); the first `limit` of
+        the rest are locked (rows another process holds are skipped on PostgreSQL) and
+        claimed under one new token.
         """
         now = self.clock()
         started = monotonic_time.monotonic()
-        in_lane = (
-            OutboxMessage.priority < BULK_PRIORITY
-            if lane.urgent
-            else OutboxMessage.priority >= BULK_PRIORITY
-        )
-        due = or_(
-            (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
-            (OutboxMessage.status == "sending") & (OutboxMessage.claimed_until < now),
-        )
+        self._claims[lane.name] += 1
+        freed = self._freed[lane.name]
         token = secrets.token_hex(8)
-        async with self.db.transaction() as session:
-            candidates = (
-                await session.execute(
-                    select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.address)
-                    .where(due, in_lane, OutboxMessage.channel.in_(list(self.channels)))
-                    .order_by(OutboxMessage.priority, OutboxMessage.id)
-                    .limit(limit * _LOOK_AHEAD)
-                )
-            ).all()
-            self._more[lane.name] = len(candidates) == limit * _LOOK_AHEAD
-            if not candidates:
-                return []
-            chats = {(channel, address) for _id, channel, address in candidates}
-            heads = {
-                (channel, address): first
-                for channel, address, first in await session.execute(
-                    select(OutboxMessage.channel, OutboxMessage.address, func.min(OutboxMessage.id))
-                    .where(
-                        tuple_(OutboxMessage.channel, OutboxMessage.address).in_(list(chats)),
-                        OutboxMessage.status.in_(("pending", "sending")),
-                        in_lane,
-                    )
-                    .group_by(OutboxMessage.channel, OutboxMessage.address)
-                )
-            }
-            # A later message to a chat waits until the earlier one is out, so one
-            # resident's replies arrive in the order they were written.
-            first_in_chat = [id_ for id_, ch, addr in candidates if heads.get((ch, addr)) == id_]
-            if len(first_in_chat) < len(candidates):
-                self._more[lane.name] = True  # due rows wait behind rows in flight
-            if not first_in_chat:
-                return []
-            free = (
-                select(_OUTBOX.c.id)
-                .where(_OUTBOX.c.id.in_(first_in_chat[:limit]), due)
-                .with_for_update(skip_locked=True)
+        due = self._due(_OUTBOX, now)
+        candidates = (
+            select(_OUTBOX.c.id, _OUTBOX.c.channel, _OUTBOX.c.address, _OUTBOX.c.priority)
+            .where(due, self._in_lane(_OUTBOX, lane), _OUTBOX.c.channel.in_(list(self.channels)))
+            .order_by(_OUTBOX.c.priority, _OUTBOX.c.id)
+            .limit(limit * _LOOK_AHEAD)
+            .subquery("candidates")
+        )
+        earlier = _OUTBOX.alias("earlier")
+        # A later message to a chat waits until the earlier one is out, so one resident's
+        # replies arrive in the order they were written.
+        waits = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.channel == candidates.c.channel,
+                earlier.c.address == candidates.c.address,
+                earlier.c.status.in_(("pending", "sending")),
+                earlier.c.id < candidates.c.id,
+                self._in_lane(earlier, lane),
             )
+            .exists()
+        )
+        # MATERIALIZED: each step runs once. Inlined, PostgreSQL (believing the table
+        # nearly empty) ran the chooser again for every row of the table.
+        heads = (
+            select(candidates.c.id)
+            .where(~waits)
+            .order_by(candidates.c.priority, candidates.c.id)
+            .limit(limit)
+            .cte("heads")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        free = (
+            select(_OUTBOX.c.id)
+            .where(_OUTBOX.c.id.in_(select(heads.c.id)), due)
+            .with_for_update(skip_locked=True)
+            .cte("free")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        async with self.db.transaction() as session:
             rows = (
                 await session.execute(
                     update(_OUTBOX)
-                    .where(_OUTBOX.c.id.in_(free), due)
+                    .where(_OUTBOX.c.id.in_(select(free.c.id)), due)
                     .values(
                         status="sending",
                         claimed_until=now + lane.lease,
@@ -539,6 +553,9 @@ class Dispatcher:
                     )
                 )
             ).all()
+        # A full claim may have left due rows behind: look again as soon as a slot frees.
+        # Rows waiting behind one in flight are woken by that row's outcome instead.
+        self._more[lane.name] = len(rows) >= limit or self._freed[lane.name] != freed
         at = monotonic_time.monotonic()
         held = self._leases[lane.name]
         claimed = []
@@ -549,6 +566,18 @@ class Dispatcher:
             )
         return claimed
 
+    @staticmethod
+    def _due(table: Any, now: datetime) -> ColumnElement[bool]:
+        return or_(
+            (table.c.status == "pending") & (table.c.next_attempt_at <= now),
+            (table.c.status == "sending") & (table.c.claimed_until < now),
+        )
+
+    @staticmethod
+    def _in_lane(table: Any, lane: _Lane) -> ColumnElement[bool]:
+        priority = table.c.priority
+        return priority < BULK_PRIORITY if lane.urgent else priority >= BULK_PRIORITY
+
     # --- one row --------------------------------------------------------------------
 
     async def _deliver(self, row: Claimed, lane: _Lane, stop: asyncio.Event | None = None) -> None:
@@ -556,7 +585,10 @@ class Dispatcher:
             if not await self._permit(row, lane, stop):
                 return
             async with self._sends[lane.name]:
-                await self._send(row, lane)
+                if not await self._send(row, lane):
+                    # Put back, failed or stopped (rare): a row to the same chat behind it
+                    # may be due now, so the lane looks again when this one is done.
+                    self._look_again(lane.name)
         except Exception as error:
             # Only recording can fail here; the lease brings the row back later.
             if not is_outage(error):  # an outage is logged once, by the database
@@ -588,10 +620,11 @@ class Dispatcher:
             await self._release(row, after=0.0)
         return finished
 
-    async def _send(self, row: Claimed, lane: _Lane) -> None:
+    async def _send(self, row: Claimed, lane: _Lane) -> bool:
+        """Send the row and record the outcome; True if it went out (recorded as sent)."""
         if not self._holds(row, lane):
             log.warning("outbox %s: lease not renewed in time; left for its next claim", row.id)
-            return
+            return False
         channel = self.channels[row.channel]
 
         async def part_sent(count: int) -> None:
@@ -633,6 +666,8 @@ class Dispatcher:
                 await self._reschedule(row, backoff, describe(error), count_attempt=True)
         else:
             await self._finish(row, status="sent", message_id=message_id)
+            return True
+        return False
 
     # --- recording ------------------------------------------------------------------
 
@@ -678,8 +713,27 @@ class Dispatcher:
         )
 
     async def _record_sent(self, sent: list[tuple[Claimed, str | None]]) -> set[int]:
-        """Mark these rows sent in one statement (each under its claim); the ids it marked."""
+        """Mark these rows sent in one statement (each under its claim); the ids it marked.
+
+        The same statement says whether a later row to the same chat waits in the row's
+        lane: only then does the lane look again at once (per-chat order held it back),
+        so a lone reply costs no empty claim after it.
+        """
         now = self.clock()
+        claims = dict(self._claims)
+        later = _OUTBOX.alias("later")
+        followed = (
+            select(later.c.id)
+            .where(
+                later.c.channel == _OUTBOX.c.channel,
+                later.c.address == _OUTBOX.c.address,
+                later.c.status == "pending",
+                later.c.id > _OUTBOX.c.id,
+                (later.c.priority < BULK_PRIORITY) == (_OUTBOX.c.priority < BULK_PRIORITY),
+            )
+            .correlate(_OUTBOX)
+            .exists()
+        )
         ids = case(
             *((_OUTBOX.c.id == row.id, literal(sent_id, String(64))) for row, sent_id in sent),
             else_=_OUTBOX.c.platform_message_id,
@@ -698,9 +752,13 @@ class Dispatcher:
                 claim_token=None,
                 last_error=None,
             )
-            .returning(_OUTBOX.c.id)
+            .returning(_OUTBOX.c.id, _OUTBOX.c.priority, followed)
         )
-        return {id_ for (id_,) in result}
+        for _id, priority, waiting in result:
+            lane = self.live if priority < BULK_PRIORITY else self.bulk
+            if waiting or claims[lane.name] != self._claims[lane.name]:
+                self._look_again(lane.name)
+        return {id_ for id_, _priority, _waiting in result}
 
     async def _rows(self, statement: Any) -> list[Any]:
         """Run one statement that returns rows, retrying briefly if the database is busy."""
