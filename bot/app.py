@@ -30,6 +30,8 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0
+# How often expired chat exports are looked for (at most; sooner when links are shorter).
+EXPORT_SWEEP_SECONDS = 600.0
 # A platform unreachable at start is tried again after 1 s, then 2, 4, … up to 5 minutes.
 PLATFORM_FIRST_RETRY = 1.0
 PLATFORM_LAST_RETRY = 300.0
@@ -123,6 +125,7 @@ class Khma:
         self._spawn(self.scheduler.run(self.stop_event), "scheduler")
         self._spawn(self.jobs.run(self.stop_event), "jobs")
         self._spawn(self._follow_schedule_changes(), "schedule changes")
+        self._spawn(self._sweep_exports(), "export sweep")
         # One attempt at each platform now (a slow one holds up no other part: sends to
         # it wait, stored events are processed); one that fails is retried in the background.
         platforms = [channel for channel in (self.telegram, self.viber) if channel is not None]
@@ -179,6 +182,18 @@ class Khma:
         if queued:
             self.dispatcher.wake()
         return queued
+
+    async def _sweep_exports(self) -> None:
+        """Chat exports hold residents' data: each is deleted once its link has expired,
+        whether or not anyone exports again (a sweep at start, then every few minutes)."""
+        links = ExportLinks.from_settings(self.settings)
+        every = min(EXPORT_SWEEP_SECONDS, self.settings.export_link_ttl.total_seconds())
+        while not self.stop_event.is_set():
+            try:
+                await asyncio.to_thread(links.sweep)
+            except OSError as error:
+                log.warning("sweeping expired exports failed (%s)", type(error).__name__)
+            await rest(self.stop_event, timeout=every)
 
     async def _follow_schedule_changes(self) -> None:
         """A staff member scheduled something in the chat or queued a job: start what is due

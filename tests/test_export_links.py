@@ -31,7 +31,7 @@ from flows.report import ANONYMOUS, CATEGORY_LABELS, SUBMIT
 from flows.staff import EXPORT_READY, EXPORT_STARTED
 from tests.fakes.telegram_api import TelegramStandIn
 from tests.fakes.viber_api import ViberStandIn
-from tests.harness import TOKEN, Resident, ViberUser, onboard, running_khma
+from tests.harness import TOKEN, Resident, ViberUser, eventually, onboard, running_khma
 
 HOME = load_content().municipality("marneuli")
 REFERENCE = re.compile(r"KV-\d{4}-\d{6}")
@@ -147,12 +147,25 @@ async def test_telegram_coordinator_gets_the_file_and_no_link_is_served(db, tmp_
         assert started.text == hy(EXPORT_STARTED)
         assert document.method == "sendDocument"
         assert document.caption == hy(EXPORT_READY, count=0)
-        [written] = folder.iterdir()
         [upload] = document.files.values()
-        assert upload.data == written.read_bytes()
+        assert upload.data.decode("utf-8-sig").startswith("reference,")
+        await eventually(lambda: not list(folder.iterdir()))  # Telegram has it: no copy kept
 
-        status, _headers, _body = await fetch(khma.port, f"/exports/{written.name}")
+        status, _headers, _body = await fetch(khma.port, f"/exports/{upload.filename}")
         assert status == 404, "without Viber no export is reachable over HTTP"
+
+
+async def test_expired_exports_are_swept_without_anyone_exporting_again(db, tmp_path) -> None:
+    folder = tmp_path / "exports"
+    links = ExportLinks(folder, timedelta(hours=1))
+    old, fresh = (links.new_path(datetime(2026, 11, 23, 8, 0, tzinfo=UTC)) for _ in range(2))
+    for path in (old, fresh):
+        path.write_text("reference\n")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    async with running_khma(db, EXPORTS_DIR=str(folder), EXPORT_LINK_HOURS="1"):
+        await eventually(lambda: not old.exists())
+        assert fresh.exists(), "a link still valid keeps its file"
 
 
 @pytest.mark.parametrize("hours", ["0", "-1", "soon", "nan", "inf"])

@@ -377,6 +377,12 @@ class TelegramChannel:
         except NetworkError as error:
             raise Transient(str(error)) from error
 
+    def _forget_export(self, path: Path) -> None:
+        """A chat export holds residents' data: once Telegram has it, the server keeps no
+        copy. Only files in the exports folder are ever deleted."""
+        if path.resolve().parent == self.settings.exports_dir.resolve():
+            path.unlink(missing_ok=True)
+
     async def _send(
         self, chat_id: int, reply: Reply, first_part: int, part_sent: PartSent | None
     ) -> str | None:
@@ -392,7 +398,11 @@ class TelegramChannel:
         text = reply.text
         if reply.document:
             path = Path(reply.document)
-            data = await asyncio.to_thread(path.read_bytes)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                # Sent once already (and deleted) or swept: never an empty file instead.
+                raise Rejected("the export file is gone") from None
             sent = await self.bot.send_document(
                 chat_id=chat_id,
                 document=data,
@@ -400,6 +410,7 @@ class TelegramChannel:
                 caption=text[:CAPTION_LIMIT],
                 reply_markup=markup,
             )
+            self._forget_export(path)
             return str(sent.message_id)
         # The parts of the reply, in order: a picture whose caption cannot hold the text
         # goes first, then the text in pieces, the keyboard on the last.
