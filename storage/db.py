@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from storage.failures import chain
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_TIMEOUT = 5.0
 log = logging.getLogger(__name__)
@@ -80,35 +82,27 @@ def is_unavailable(error: BaseException | None) -> bool:
     """Whether `error` means the database could not be reached or did not answer in time
     (as opposed to a statement it refused): callers answer 503 or wait, and stay quiet,
     since `Availability` has already said so once."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, DBAPIError) and error.connection_invalidated:
-            return True
-        if isinstance(error, OSError | TimeoutError | ConnectionError):
-            return True
-        if type(error).__module__.startswith("asyncpg") and type(error).__name__ in (
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "CannotConnectNowError",
-            "ConnectionFailureError",
-            "TooManyConnectionsError",
-        ):
-            return True
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return False
+    return any(_unreachable(current) for current in chain(error))
+
+
+def _unreachable(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, OSError | TimeoutError | ConnectionError):
+        return True
+    return type(error).__module__.startswith("asyncpg") and type(error).__name__ in (
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "CannotConnectNowError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+    )
 
 
 def is_outage(error: BaseException | None) -> bool:
     """Whether `error` (or one it came from) was a database outage, already logged once by
     the `Database` that saw it: web handlers answer 503 and loops wait, without a word."""
-    seen = 0
-    while error is not None and seen < 10:
-        if getattr(error, "database_outage", False):
-            return True
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return False
+    return any(getattr(current, "database_outage", False) for current in chain(error))
 
 
 def _no_answer(error: BaseException | None) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import exc
 
-__all__ = ["describe", "is_transient", "trace"]
+__all__ = ["chain", "describe", "is_transient", "trace"]
 
 # Serialization failure, deadlock, lock not available, query cancelled (statement
 # timeout), server shutting down / crashed / cannot connect now, too many connections.
@@ -40,10 +40,11 @@ except ImportError:  # pragma: no cover
     _DRIVER_TRANSIENT = ()
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """The error and everything it wraps, each once."""
+def chain(error: BaseException | None) -> Iterator[BaseException]:
+    """The error and everything it wraps (SQLAlchemy's `orig`, `__cause__`, `__context__`),
+    each once: every classification of an error looks through the same wrappers."""
     seen: set[int] = set()
-    todo = [error]
+    todo = [] if error is None else [error]
     while todo:
         current = todo.pop()
         if id(current) in seen:
@@ -56,7 +57,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _sqlstate(error: BaseException) -> str | None:
-    for current in _chain(error):
+    for current in chain(error):
         code = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(code, str) and code:
             return code
@@ -65,7 +66,7 @@ def _sqlstate(error: BaseException) -> str | None:
 
 def is_transient(error: BaseException) -> bool:
     """Whether trying the same work again later may well succeed."""
-    for current in _chain(error):
+    for current in chain(error):
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
             return True
         if isinstance(current, exc.TimeoutError | exc.DisconnectionError):

@@ -62,12 +62,20 @@ async def upcoming_for(
 
 
 async def going(session: AsyncSession, event_id: int) -> int:
-    return (
-        await session.scalar(
-            select(func.count()).where(Rsvp.event_id == event_id, Rsvp.status == "going")
-        )
-        or 0
+    return (await going_to(session, [event_id])).get(event_id, 0)
+
+
+async def going_to(session: AsyncSession, event_ids: list[int]) -> dict[int, int]:
+    """How many are going to each event, in one grouped query (events nobody is going
+    to are absent)."""
+    if not event_ids:
+        return {}
+    counted = await session.execute(
+        select(Rsvp.event_id, func.count())
+        .where(Rsvp.event_id.in_(event_ids), Rsvp.status == "going")
+        .group_by(Rsvp.event_id)
     )
+    return {event_id: count for event_id, count in counted.all()}
 
 
 async def rsvp(session: AsyncSession, event_id: int, resident_id: int, attend: bool) -> str:

@@ -84,14 +84,16 @@ async def open_event(req: Request, event_id: int, field: str = "id") -> Event:
 async def listing(req: Request) -> list[Line]:
     req.permit("event.list")
     fallback = req.settings.language_fallback
+    found = await events.upcoming_for(req.session, None, req.now)
+    going = await events.going_to(req.session, [e.id for e in found])
     return [
         Line(
             e.id,
             events.title_in(e, req.actor.language, fallback),
             e.starts_at,
-            await events.going(req.session, e.id),
+            going.get(e.id, 0),
         )
-        for e in await events.upcoming_for(req.session, None, req.now)
+        for e in found
     ]
 
 
